@@ -98,11 +98,47 @@ def _describe_grid(volume: Volume) -> str:
 
 
 def _read_with_sitk(path: Path) -> Volume:
+    _check_header_spacing(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(path, f"cannot read image ({_first_line(error)})") from None
+        message = _first_line(error)
+        if "spacing" in message.lower():
+            raise InputError(path, "spacing must be positive (the header has a zero spacing)") from None
+        raise InputError(path, f"cannot read image ({message})") from None
     return _volume_from_sitk(image, path)
+
+
+def _header_spacing(path: Path) -> tuple[float, ...] | None:
+    """Spacing as written in the header, before ITK replaces zeros by 1 or drops signs."""
+    suffix = volume_suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        try:
+            header = nib.load(str(path)).header
+        except Exception:  # unreadable headers are reported by the real reader
+            return None
+        if int(header["sform_code"]) > 0:
+            return tuple(float(v) for v in np.linalg.norm(header.get_sform()[:3, :3], axis=0))
+        return tuple(float(v) for v in header["pixdim"][1:4])
+    if suffix in (".mha", ".mhd"):
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("latin-1", errors="replace")
+        for line in head.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("ElementSpacing", "ElementSize"):
+                try:
+                    return tuple(float(v) for v in value.split()[:3])
+                except ValueError:
+                    return None
+    return None
+
+
+def _check_header_spacing(path: Path) -> None:
+    spacing = _header_spacing(path)
+    if spacing is not None and (len(spacing) < 3 or not all(np.isfinite(s) and s > 0 for s in spacing[:3])):
+        raise InputError(path, f"spacing {tuple(spacing)} in the header must be positive")
 
 
 def _read_dicom_series(folder: Path) -> Volume:
@@ -228,11 +264,19 @@ def write_volume(volume: Volume, path: str | Path, compress: bool = True) -> Pat
     os.close(handle)
     try:
         sitk.WriteImage(volume_to_sitk(volume), temp, compress)
+        os.chmod(temp, _default_file_mode())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _default_file_mode() -> int:
+    """Permissions a plain ``open()`` would give (temp files are created 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _write_detached(volume: Volume, path: Path, compress: bool) -> Path:
@@ -242,5 +286,6 @@ def _write_detached(volume: Volume, path: Path, compress: bool) -> Path:
         sitk.WriteImage(volume_to_sitk(volume), str(temp_path), compress)
         written = sorted(Path(temp_dir).iterdir(), key=lambda p: p == temp_path)  # header last
         for item in written:
+            os.chmod(item, _default_file_mode())
             os.replace(item, path.parent / item.name)
     return path

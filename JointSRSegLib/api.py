@@ -1,0 +1,154 @@
+"""The Python API: ``predict`` takes a volume and returns outputs on the protocol grids.
+
+>>> from JointSRSegLib import predict, read_volume                       # doctest: +SKIP
+>>> result = predict(read_volume("thick.nii.gz"), model="bspline", tasks=("sr",), scale=4)
+>>> result.outputs["sr"].spacing                                          # doctest: +SKIP
+
+The Slicer module and the CLI call exactly this function.  Every problem the user can fix is
+raised as :class:`~JointSRSegLib.errors.InputError` before any heavy work starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import BASELINE_NAMES, upsample_image, upsample_labels
+from .errors import CancelledError, InputError
+from .geometry import check_factor, through_plane_axis
+from .io import check_image_content, read_volumes
+from .report import StageTimer, describe_grid, describe_volume, package_versions, peak_rss_mb
+from .volume import Volume
+
+TASKS = ("sr", "interp", "seg")
+PROTOCOL_OF_TASK = {"sr": "sr", "interp": "interp"}
+ProgressCallback = Callable[[float, str], None]
+
+
+class CancelToken:
+    """Set by the caller (e.g. the Slicer Cancel button); checked by long work between steps."""
+
+    def __init__(self):
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise CancelledError("cancelled by the user")
+
+
+@dataclass
+class Prediction:
+    """Outputs by name (``sr``, ``interp``, ``seg``, ``uncertainty_sr``, ``uncertainty_seg``) and the
+    provenance report that goes to ``report.json``."""
+
+    outputs: dict[str, Volume] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    items = [t.strip().lower() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    unknown = [t for t in items if t not in TASKS]
+    if unknown or not items:
+        raise InputError(None, f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def load_inputs(inputs: Volume | str | Path | Sequence[str | Path]) -> Volume:
+    if isinstance(inputs, Volume):
+        return inputs
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    return read_volumes(paths)
+
+
+def is_label_map(volume: Volume) -> bool:
+    """Integer volume with few distinct values: treated as a label map by the label baselines."""
+    if not np.issubdtype(volume.array.dtype, np.integer) or volume.channels != 1:
+        return False
+    return np.unique(volume.array).size <= 64
+
+
+def predict(
+    inputs: Volume | str | Path | Sequence[str | Path],
+    model: str | Path = "bspline",
+    tasks: str | Sequence[str] = ("sr",),
+    scale: int = 4,
+    axis: int | str | None = "auto",
+    device: str = "auto",
+    uncertainty: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    **options,
+) -> Prediction:
+    """Super-resolve / interpolate / segment ``inputs`` with ``model`` (an id, a path or a baseline).
+
+    ``scale`` is the through-plane factor R (2-8) and ``axis`` the through-plane voxel axis
+    (``"auto"``: the largest spacing).  Outputs lie exactly on the protocol grids: ``sr`` on
+    ``subdivide_grid``, ``interp`` on ``insert_grid``.
+    """
+    started = time.perf_counter()
+    timer = StageTimer()
+    notify = progress or (lambda fraction, stage: None)
+    token = cancel or CancelToken()
+    with timer.stage("checking input"):
+        notify(0.0, "checking input")
+        volume = load_inputs(inputs)
+        task_list = parse_tasks(tasks)
+        factor = check_factor(scale, volume.source)
+        label_input = is_label_map(volume)
+        if not label_input:
+            check_image_content(volume)
+        through_axis = through_plane_axis(volume, axis)
+    token.raise_if_cancelled()
+    model_name = str(model)
+    if model_name in BASELINE_NAMES:
+        outputs, model_report = _run_baseline(volume, model_name, task_list, factor, through_axis, label_input, timer)
+    else:
+        from .inference import run_model_package  # imported lazily: torch start-up only when needed
+
+        outputs, model_report = run_model_package(
+            volume, model, task_list, factor, through_axis, device, uncertainty, notify, token, timer, **options
+        )
+    token.raise_if_cancelled()
+    notify(1.0, "done")
+    report = {
+        "inputs": describe_volume(volume),
+        "tasks": list(task_list),
+        "scale": factor,
+        "through_plane_axis": through_axis,
+        "model": model_report,
+        "outputs": {name: describe_grid(vol.grid) for name, vol in outputs.items()},
+        "timings_s": {**timer.seconds, "total": round(time.perf_counter() - started, 4)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "versions": package_versions(),
+    }
+    return Prediction(outputs=outputs, report=report)
+
+
+def _run_baseline(
+    volume: Volume, method: str, tasks: tuple[str, ...], factor: int, axis: int, label_input: bool, timer: StageTimer
+) -> tuple[dict[str, Volume], dict]:
+    if "seg" in tasks:
+        raise InputError(
+            method, "a classical interpolation cannot segment; choose a model with the 'seg' task (jointsrseg models)"
+        )
+    if method == "contour" and not label_input:
+        raise InputError(volume.source, "model 'contour' interpolates label maps; the input is not a label map")
+    outputs = {}
+    with timer.stage("running"):
+        for task in tasks:
+            protocol = PROTOCOL_OF_TASK[task]
+            if label_input:
+                label_method = "contour" if method == "contour" else "nearest"
+                outputs[task] = upsample_labels(volume, protocol, factor, axis, label_method)
+            else:
+                outputs[task] = upsample_image(volume, protocol, factor, axis, method)
+    kind = "label" if label_input else "image"
+    used = ("contour" if method == "contour" else "nearest") if label_input else method
+    return outputs, {"id": used, "source": "baseline", "kind": kind, "weights_sha256": None, "device": "cpu"}
