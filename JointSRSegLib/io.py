@@ -10,6 +10,7 @@ half-written output or damages an existing file.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from collections.abc import Sequence
@@ -99,6 +100,8 @@ def _describe_grid(volume: Volume) -> str:
 
 def _read_with_sitk(path: Path) -> Volume:
     _check_header_spacing(path)
+    if volume_suffix(path) in (".nii", ".nii.gz"):
+        return _read_nifti(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -109,14 +112,55 @@ def _read_with_sitk(path: Path) -> Volume:
     return _volume_from_sitk(image, path)
 
 
+def _read_nifti(path: Path) -> Volume:
+    """Geometry from ITK (exactly what Slicer shows), voxels from nibabel.
+
+    ITK's NIfTI reader replaces NaN voxels by 0 and zero-fills a truncated file without an error;
+    nibabel returns the stored values and refuses short data, so bad files are caught, not hidden.
+    """
+    import nibabel as nib
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(path, f"cannot read image ({_first_line(error)})") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    if reader.GetDimension() != 3:
+        what = "2D image" if reader.GetDimension() == 2 else f"{reader.GetDimension()}D image"
+        raise InputError(path, f"{what}; a 3D volume is needed (one file per modality)")
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(path, f"{reader.GetNumberOfComponents()}-component (RGB/vector) image; a scalar volume is needed")
+    try:
+        proxy = nib.load(str(path)).dataobj
+        scaled = float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0
+        # Scaled integers become float32, as ITK (and so Slicer) reads them.
+        array = np.asanyarray(proxy).astype(np.float32) if scaled else np.asanyarray(proxy)
+    except Exception as error:  # truncated data, corrupt gzip stream
+        raise InputError(path, f"file is truncated or corrupt ({_first_line(error)})") from None
+    array = array.reshape(array.shape[:3]) if array.ndim > 3 and int(np.prod(array.shape[3:])) == 1 else array
+    if array.shape != size:
+        raise InputError(path, f"voxel data of shape {array.shape} does not match the header size {size}")
+    return Volume(
+        np.ascontiguousarray(array)[None],
+        reader.GetSpacing(),
+        reader.GetOrigin(),
+        np.array(reader.GetDirection()).reshape(3, 3),
+        source=str(path),
+    )
+
+
 def _header_spacing(path: Path) -> tuple[float, ...] | None:
     """Spacing as written in the header, before ITK replaces zeros by 1 or drops signs."""
     suffix = volume_suffix(path)
     if suffix in (".nii", ".nii.gz"):
         import nibabel as nib
 
+        opener = gzip.open if suffix == ".nii.gz" else open
         try:
-            header = nib.load(str(path)).header
+            with opener(path, "rb") as handle:
+                header = nib.Nifti1Header.from_fileobj(handle, check=False)  # check=True "fixes" zeros
         except Exception:  # unreadable headers are reported by the real reader
             return None
         if int(header["sform_code"]) > 0:

@@ -1,0 +1,141 @@
+"""Safe file handling for model packages: untrusted zips in, atomic writes out.
+
+Zips come from other people: every entry name is checked before anything is written (no
+absolute paths, no ``..``, no symbolic links, bounded size), and each extracted file is
+checked again to resolve inside the destination.  Writes go to a hidden temporary sibling of
+the destination that is renamed into place only when complete, so an interrupted save or
+import never leaves a half-written package behind or damages the one already there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from .errors import InputError
+
+MAX_ZIP_ENTRIES = 1000
+MAX_PACKAGE_BYTES = 16 * 1024**3  # refuse zip bombs; the largest preset is far below this
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """Open a zip, refusing archives whose declared size could fill the disk (zip bombs)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise InputError(path, f"cannot open zip ({error})") from None
+    infos = archive.infolist()
+    if len(infos) > MAX_ZIP_ENTRIES or sum(i.file_size for i in infos) > MAX_PACKAGE_BYTES:
+        archive.close()
+        raise InputError(path, f"zip is too large for a model package (over {MAX_ZIP_ENTRIES} entries or 16 GiB)")
+    return archive
+
+
+def safe_member_name(info: zipfile.ZipInfo, source: Path) -> PurePosixPath:
+    """The entry's relative path, refusing anything that could land outside the target folder."""
+    name = info.filename.replace("\\", "/")
+    if not name or "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise InputError(source, f"zip entry {info.filename!r} has an absolute path; refusing to extract")
+    parts = PurePosixPath(name).parts
+    if ".." in parts:
+        raise InputError(source, f"zip entry {info.filename!r} points outside its folder ('..'); refusing to extract")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise InputError(source, f"zip entry {info.filename!r} is a symbolic link; refusing to extract")
+    return PurePosixPath(*parts)
+
+
+def write_zip_atomically(out: Path, members: Mapping[str, bytes]) -> None:
+    """Write ``members`` (name -> bytes) as the zip ``out`` via a temporary file and one rename."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w") as archive:
+            for name, data in members.items():
+                # raw float weights barely compress; storing them keeps saving fast
+                kind = zipfile.ZIP_STORED if name.endswith(".safetensors") else zipfile.ZIP_DEFLATED
+                archive.writestr(name, data, compress_type=kind)
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staging_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden temporary folder next to the destination, removed unless renamed into place."""
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    try:
+        yield path
+    finally:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing target is swapped out first, then deleted."""
+    backup = None
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    if backup is not None and backup.is_dir():
+        shutil.rmtree(backup, ignore_errors=True)
+    elif backup is not None:
+        backup.unlink()
+
+
+def extract_zip(path: Path, prefix: str, dest: Path) -> None:
+    """Extract the package's entries (those under ``prefix``) into ``dest``, each checked to stay inside."""
+    root = dest.resolve()
+    with open_zip(path) as archive:
+        for info in archive.infolist():
+            name = safe_member_name(info, path).as_posix()
+            if info.is_dir() or not name.startswith(prefix):
+                continue
+            target = (root / name[len(prefix) :]).resolve()
+            if root not in target.parents:
+                raise InputError(path, f"zip entry {info.filename!r} points outside its folder; refusing to extract")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, open(target, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+            except (OSError, zipfile.BadZipFile) as error:
+                raise InputError(path, f"cannot extract zip entry {info.filename!r} ({error})") from None
+
+
+def copy_folder(src: Path, dest: Path) -> None:
+    """Copy regular files only (no links), so an installed package never points elsewhere."""
+    for item in sorted(src.rglob("*")):
+        relative = item.relative_to(src)
+        if item.is_symlink():
+            raise InputError(item, "model packages may not contain symbolic links")
+        if item.is_dir():
+            (dest / relative).mkdir(parents=True, exist_ok=True)
+        elif item.is_file():
+            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item, dest / relative)
+
+
+__all__ = [
+    "MAX_PACKAGE_BYTES",
+    "MAX_ZIP_ENTRIES",
+    "copy_folder",
+    "extract_zip",
+    "open_zip",
+    "replace_dir",
+    "safe_member_name",
+    "staging_dir",
+    "write_zip_atomically",
+]

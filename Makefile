@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both create .venv when missing).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.jointsrseg-installed
+# CPU build by default; for CUDA: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" ...
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,labels,slicer
+THREADS ?= 2
+
+.PHONY: setup demo test lint bench docs clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/jointsrseg demo --out-dir demo_out
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest Testing -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.run_all --out benchmarks/results
+
+docs: $(STAMP)
+	$(PY) -m docs.build_models_table
+
+clean:
+	rm -rf demo_out .pytest_cache .ruff_cache
