@@ -31,7 +31,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.run_all --out benchmarks/results
 
 docs: $(STAMP)
-	$(PY) -m docs.build_models_table
+	$(PY) docs/build_models_table.py
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache
