@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from .baselines import BASELINE_NAMES
 from .errors import InputError
+from .geometry import MAX_FACTOR, MIN_FACTOR
 from .package_files import (
     copy_folder,
     extract_zip,
@@ -419,6 +420,12 @@ class ModelInfo:
     description: str
     version: str = ""
     path: Path | None = None
+    factors: tuple[int, ...] = ()
+    protocols: tuple[str, ...] = ()
+
+    def supports_factor(self, factor: int, protocol: str | None = None) -> bool:
+        """Whether this entry can magnify by ``factor`` (under ``protocol`` when given)."""
+        return factor in self.factors and (protocol is None or protocol in self.protocols)
 
 
 _BASELINE_DESCRIPTIONS = {
@@ -436,9 +443,11 @@ def _baseline_info(name: str) -> ModelInfo:
         id=name,
         tasks=("sr", "interp"),
         inputs=inputs,
-        scale="through-plane factor x2-x8",
+        scale=f"through-plane factor x{MIN_FACTOR}-x{MAX_FACTOR}",
         source="baseline",
         description=_BASELINE_DESCRIPTIONS.get(name, f"{name} interpolation"),
+        factors=tuple(range(MIN_FACTOR, MAX_FACTOR + 1)),
+        protocols=("sr", "interp"),
     )
 
 
@@ -452,6 +461,8 @@ def _info(package: ModelPackage, source: str) -> ModelInfo:
         description=package.metadata["description"],
         version=package.version,
         path=package.path,
+        factors=package.scale.factors,
+        protocols=(package.protocol,),
     )
 
 

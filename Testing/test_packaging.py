@@ -305,6 +305,8 @@ def test_available_models_and_resolve(tmp_path, monkeypatch, model):
     mine = infos["my-sr"]
     assert (mine.source, mine.tasks, mine.inputs) == ("user", ("sr",), ("T1",))
     assert mine.scale == "through-plane factor x4" and mine.description.startswith("Untrained")
+    assert mine.supports_factor(4, "sr") and not mine.supports_factor(4, "interp") and not mine.supports_factor(2)
+    assert infos["bspline"].supports_factor(8, "interp") and not infos["bspline"].supports_factor(9)
     assert resolve_model("bspline") == "bspline"
     assert resolve_model("my-sr").id == "my-sr"
     assert resolve_model(str(tmp_path / "user-models" / "mine")).id == "my-sr"
@@ -362,7 +364,12 @@ def test_normalisation_values():
     assert params["scale"] == [1.0] and np.all(flat == 0)
     clipped, _ = normalize(x, {"method": "window", "low": 0, "high": 50, "clip": True})
     assert clipped.max() == 1.0
-    assert validate_spec({"method": "percentile"}) == {"method": "percentile", "nonzero": False, "clip": False,
-                                                       "lower": 0.5, "upper": 99.5}
+    assert validate_spec({"method": "percentile"}) == {
+        "method": "percentile",
+        "nonzero": False,
+        "clip": False,
+        "lower": 0.5,
+        "upper": 99.5,
+    }
     with pytest.raises(InputError, match="has no option lower"):
         validate_spec({"method": "zscore", "lower": 1})
