@@ -13,6 +13,7 @@ from JointSRSegLib.degradation import simulate_inplane_bicubic, simulate_slice_g
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.volume import Volume
 from training.data import (
+    BraTSRegionsd,
     LoadCased,
     MakeLRHRPaird,
     RandAlignedCropd,
@@ -145,6 +146,8 @@ def test_brats_regions_hand_checked():
     regions = brats_regions(np.array([0, 4, 2], dtype=np.int16)[None, None, None])  # 2018-2021: ET = 4
     assert regions.shape == (3, 1, 1, 3) and regions.dtype == np.uint8
     np.testing.assert_array_equal(regions[:, 0, 0], [[0, 1, 1], [0, 1, 0], [0, 1, 0]])
+    as_dict = BraTSRegionsd("label")({"label": torch.from_numpy(label[None, None])})
+    assert as_dict["label"].shape == (3, 1, 1, 4) and isinstance(as_dict["label"], torch.Tensor)
 
 
 def make_folder(root, multimodal, cases=("p1_a", "p1_b", "p2_a")):
@@ -359,6 +362,8 @@ def test_hr_augmentations_keep_labels_and_shapes():
     out = aug(data)
     assert out["image"].shape == (1, 10, 10, 6) and out["label"].shape == (1, 10, 10, 6)
     assert set(np.unique(np.asarray(out["label"]))) <= {0, 1, 2}
+    pair = MakeLRHRPaird("sr", 2, axis=2)(out)  # MONAI returns float MetaTensor labels
+    assert pair["lr_label"].dtype == torch.int64 and pair["lr_image"].shape == (1, 10, 10, 3)
 
 
 # --------------------------------------------------------------------------- loading
@@ -387,8 +392,11 @@ def test_truncated_nifti_is_reported_by_file_name(tmp_path, suffix):
     with pytest.raises(InputError, match=f"p2_a{suffix.replace('.', '[.]')}") as info:
         build_dataset(cases)
     assert str(info.value).startswith(str(bad))
-    with pytest.raises(InputError, match="p2_a"):
-        build_dataset(cases, cache_dir=tmp_path / "cache")[[c["id"] for c in cases].index("p2_a")]
+    with pytest.raises(InputError, match="p2_a"):  # on-disk cache: checked while warming it
+        build_dataset(cases, cache_dir=tmp_path / "cache")
+    lazy = build_dataset(cases, cache_dir=tmp_path / "cache", warm_cache=False)
+    with pytest.raises(InputError, match="p2_a"):  # or on first access
+        lazy[[c["id"] for c in cases].index("p2_a")]
 
 
 def test_nan_image_is_reported_by_file_name(tmp_path):
@@ -398,3 +406,17 @@ def test_nan_image_is_reported_by_file_name(tmp_path):
     write(tmp_path / "images" / "p1_0001.nii.gz", nan)
     with pytest.raises(InputError, match=r"p1_0001\.nii\.gz: 1 voxel\(s\) are NaN"):
         build_dataset(load_dataset(tmp_path).cases)
+
+
+def test_corrupt_4d_msd_case_is_reported_by_file_name(tmp_path):
+    make_msd(tmp_path, 4)
+    nan = np.stack([image_array(0, 10.0 * c) for c in range(4)])
+    nan[2, 1, 1, 1] = np.nan  # ITK alone would read this voxel as 0
+    write(tmp_path / "imagesTr" / "case_001.nii.gz", nan)
+    cases = load_dataset(tmp_path).cases
+    with pytest.raises(InputError, match=r"case_001\.nii\.gz: 1 voxel\(s\) are NaN"):
+        LoadCased()(cases[0])
+    bad = tmp_path / "imagesTr" / "case_003.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:-200])
+    with pytest.raises(InputError, match=r"case_003\.nii\.gz: file is truncated or corrupt"):
+        build_dataset(cases[1:])

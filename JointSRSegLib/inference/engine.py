@@ -1,0 +1,206 @@
+"""Model packages over whole volumes: the path every non-baseline ``predict`` call takes.
+
+Steps: resolve and verify the package, check it fits the request, normalise intensities as the
+package says, move the through-plane axis last (the model frame), run the network (3D sliding
+window or 2D slice-wise), map intensities back, build label maps and uncertainty maps, and put
+every output on the exact protocol grid of the input.  A CUDA out-of-memory error is retried with
+smaller windows and batches, then on the CPU; the report records what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..geometry import output_grid, subdivide_grid
+from ..normalization import denormalize, normalize
+from ..packaging import ModelPackage, check_compatibility, resolve_model
+from ..report import StageTimer
+from ..uncertainty import aleatoric_to_unit, predictive_entropy, summarize
+from ..volume import Grid, Volume
+from .devices import describe_device, is_out_of_memory, select_device
+from .sliding import sliding_window_predict
+from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore_sr
+
+log = logging.getLogger(__name__)
+DEFAULT_ROI = (64, 64, 64)
+DEFAULT_OVERLAP = 0.25
+
+
+def run_model_package(
+    volume: Volume,
+    model,
+    tasks: tuple[str, ...],
+    factor: int,
+    axis: int,
+    device: str,
+    uncertainty: bool,
+    notify: Callable[[float, str], None],
+    token,
+    timer: StageTimer,
+    **options,
+) -> tuple[dict[str, Volume], dict]:
+    """Run a model package (id or path) or ``"self"``; returns outputs by name and a model report."""
+    if str(model) == "self":
+        return _run_self_supervised(volume, tasks, factor, axis, device, notify, token, timer, **options)
+    with timer.stage("preparing"):
+        notify(0.02, "preparing")
+        package = resolve_model(model)
+        if isinstance(package, str):  # a baseline reached here only through a programming error
+            raise InputError(model, "is a baseline; call predict() with it directly")
+        protocol_tasks = [t for t in tasks if t in ("sr", "interp")]
+        protocol = protocol_tasks[0] if protocol_tasks else None
+        if len(protocol_tasks) > 1:
+            raise InputError(package.path, "a model serves one protocol; ask for sr or interp, not both")
+        check_compatibility(package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None)
+        torch_device = select_device(device)
+        net = package.build_model(torch_device)
+        net.eval()
+    token.raise_if_cancelled()
+    normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
+    model_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(normalized, axis + 1, -1)))
+    attempts, heads = [], None
+    roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
+    batch = int(options.get("batch_size") or 4)
+    with timer.stage("running"):
+        while heads is None:
+            try:
+                heads = _forward(package, net, model_frame, factor, torch_device, roi, batch, notify, token)
+            except Exception as error:  # only out-of-memory is retried
+                if not is_out_of_memory(error):
+                    raise
+                attempts.append({"device": str(torch_device), "roi_size": list(roi), "batch": batch, "error": "out of memory"})
+                torch.cuda.empty_cache()
+                if torch_device.type == "cuda" and min(roi) > 16:
+                    roi, batch = tuple(max(16, r // 2) for r in roi), max(1, batch // 2)
+                else:
+                    torch_device = torch.device("cpu")
+                    net = net.to(torch_device)
+                log.warning("out of memory; retrying with roi %s, batch %s on %s", roi, batch, torch_device)
+    token.raise_if_cancelled()
+    with timer.stage("importing results"):
+        notify(0.95, "importing results")
+        outputs, summaries = _to_volumes(package, volume, heads, params, tasks, protocol, factor, axis, uncertainty)
+    report = {
+        "id": package.id,
+        "version": package.version,
+        "source": str(package.path),
+        "architecture": package.metadata["architecture"],
+        "weights_sha256": package.metadata["weights_sha256"],
+        "device": describe_device(torch_device),
+        "amp": torch_device.type == "cuda",
+        "roi_size": list(roi),
+        "retries": attempts,
+        "normalization": params,
+        "uncertainty": summaries,
+    }
+    return outputs, report
+
+
+def _forward(package: ModelPackage, net, frame: torch.Tensor, factor: int, device, roi, batch, notify, token) -> dict:
+    """Network heads in the model frame: tensors (C, X, Y, Z') without the batch axis."""
+    from ..models import ARCHITECTURES
+
+    spec = ARCHITECTURES[package.metadata["architecture"]]
+
+    def on_step(done: int, total: int) -> None:
+        token.raise_if_cancelled()
+        notify(0.05 + 0.9 * done / max(total, 1), f"running ({done}/{total})")
+
+    if spec.dims == 3:
+        with torch.inference_mode():  # a tiny forward tells which heads this configuration has
+            sample = net(frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device))
+        keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample]
+        out = sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step)
+        return {k: v[0] for k, v in out.items()}
+    if "interp" in spec.tasks:
+        image, probs = pairwise_interpolation(net, frame, factor, device, batch, on_step)
+        return {"interp": image, **({"seg_probs": probs} if probs is not None else {})}
+    if package.protocol == "inplane":
+        return {"sr": inplane_sr(net, frame, device, batch, on_step)}
+    return {"sr": smore_sr(net, frame, device, batch, on_step)}
+
+
+def _from_model_frame(array: np.ndarray, axis: int) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(array, -1, axis + 1))
+
+
+def _to_volumes(package, volume: Volume, heads: dict, params, tasks, protocol, factor, axis, want_uncertainty):
+    outputs: dict[str, Volume] = {}
+    summaries: dict[str, dict] = {}
+    image_key = "interp" if "interp" in heads else "sr"
+    image_protocol = "interp" if image_key == "interp" else "sr"
+    grid = _output_grid(volume, package, image_protocol, factor, axis)
+    if image_key in heads and (protocol is not None):
+        array = denormalize(_from_model_frame(heads[image_key].numpy(), axis), params)
+        outputs[protocol] = Volume.from_grid(_match_dtype(array, volume.array.dtype), grid, source=volume.source)
+        if want_uncertainty and "sr_log_var" in heads:
+            unit = aleatoric_to_unit(_from_model_frame(heads["sr_log_var"].numpy(), axis)[0])
+            outputs["uncertainty_sr"] = Volume.from_grid(unit[None].astype(np.float32), grid, source=volume.source)
+            summaries["uncertainty_sr"] = summarize(unit)
+    probs = None
+    if "seg" in heads:
+        probs = _probabilities(heads["seg"][None, None])[0, 0]  # (K, X, Y, Z)
+    elif "seg_probs" in heads:
+        probs = heads["seg_probs"]
+    if "seg" in tasks and probs is not None:
+        probs_np = _from_model_frame(probs.numpy(), axis)
+        seg_grid = grid if probs_np.shape[1:] == tuple(grid.size) else subdivide_grid(volume.grid, factor, axis)
+        labels = _labels_from_probabilities(probs_np, package.labels)
+        outputs["seg"] = Volume.from_grid(labels[None], seg_grid, source=volume.source)
+        if want_uncertainty:
+            entropy = predictive_entropy(probs_np, axis=0).astype(np.float32)
+            outputs["uncertainty_seg"] = Volume.from_grid(entropy[None], seg_grid, source=volume.source)
+            summaries["uncertainty_seg"] = summarize(entropy)
+    return outputs, summaries
+
+
+def _output_grid(volume: Volume, package: ModelPackage, protocol: str, factor: int, axis: int) -> Grid:
+    if package.protocol == "inplane":
+        grid = volume.grid
+        for a in range(3):
+            if a != axis:
+                grid = subdivide_grid(grid, factor, a)
+        return grid
+    return output_grid(volume.grid, protocol, factor, axis)
+
+
+def _labels_from_probabilities(probs: np.ndarray, labels: list[dict]) -> np.ndarray:
+    """Arg-max class index -> the package's label value (class i is the i-th listed label)."""
+    index = np.argmax(probs, axis=0)
+    lut = np.zeros(probs.shape[0], dtype=np.int64)
+    for i, entry in enumerate(labels[: probs.shape[0] - 1], start=1):
+        lut[i] = int(entry["value"])
+    dtype = np.uint8 if lut.max(initial=0) < 256 else np.uint16
+    return lut[index].astype(dtype)
+
+
+def _match_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer inputs get integer outputs of the same type (rounded, clipped to its range)."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+    return array.astype(np.float32)
+
+
+def _run_self_supervised(volume, tasks, factor, axis, device, notify, token, timer, **options):
+    from ..selfsr import self_supervised_sr
+
+    if "seg" in tasks:
+        raise InputError("self", "self-supervised mode does sr and interp only; choose a model with 'seg' to segment")
+    outputs, reports = {}, {}
+    with timer.stage("running"):
+        for task in tasks:
+            out, report = self_supervised_sr(
+                volume, task, factor, axis,
+                time_budget=float(options.get("time_budget", 300.0)),
+                seed=int(options.get("seed", 0)),
+                progress=notify, cancel=token, device=str(select_device(device)),
+            )
+            outputs[task] = out
+            reports[task] = report
+    return outputs, {"id": "self", "source": "self-supervised", "weights_sha256": None, "training": reports}
