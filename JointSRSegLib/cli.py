@@ -45,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred", required=True, type=Path)
     ev.add_argument("--reference", required=True, type=Path)
     ev.add_argument("--labels", action="store_true", help="compare label maps (Dice, IoU, HD95...) instead of images")
+    imp = sub.add_parser("import-model", help="verify a model package (.zip or folder) and install it")
+    imp.add_argument("package", type=Path)
+    batch = sub.add_parser("batch", help="run a model on every volume of a folder (resumable, shardable)")
+    batch.add_argument("--input-dir", required=True, type=Path)
+    batch.add_argument("--out-dir", required=True, type=Path)
+    batch.add_argument("--tasks", default="sr")
+    batch.add_argument("--scale", type=float, default=4)
+    batch.add_argument("--axis", default="auto")
+    batch.add_argument("--model", default="bspline")
+    batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    batch.add_argument("--uncertainty", action="store_true")
+    batch.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"))
+    batch.add_argument("--shard", default=None, help="i/n: process every n-th volume starting at i (0-based); "
+                       "defaults to RANK/WORLD_SIZE under torchrun")
     demo = sub.add_parser("demo", help="x4 thick-slice demo on the bundled MNI152 sample")
     demo.add_argument("--out-dir", type=Path, default=Path("demo_out"))
     demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -76,6 +90,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "eval":
         return _cmd_eval(args.pred, args.reference, args.labels)
+    if args.command == "import-model":
+        return _cmd_import_model(args.package)
+    if args.command == "batch":
+        from .batch import run_batch
+
+        return run_batch(args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -100,13 +120,23 @@ def _cmd_info(path: Path) -> int:
 
 
 def _cmd_models() -> int:
-    from .model_catalog import list_models
+    from .packaging import available_models
 
-    rows = list_models()
-    width = max(len(r["id"]) for r in rows)
-    print(f"{'id':<{width}}  {'source':<8}  {'tasks':<14}  {'inputs':<18}  scale")
+    rows = available_models()
+    width = max(len(r.id) for r in rows)
+    print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
-        print(f"{r['id']:<{width}}  {r['source']:<8}  {','.join(r['tasks']):<14}  {r['inputs']:<18}  {r['scale']}")
+        print(f"{r.id:<{width}}  {r.source:<8}  {','.join(r.tasks):<16}  {','.join(r.inputs):<22}  {r.scale}")
+    print("self" + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        any factor 2-8 "
+          "(trains on the scan itself)")
+    return 0
+
+
+def _cmd_import_model(path: Path) -> int:
+    from .packaging import import_model
+
+    package = import_model(path)
+    print(f"installed {package.id} {package.version} into {package.path}")
     return 0
 
 

@@ -181,3 +181,30 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"jointsrseg: error: {tmp_path / 'missing.nii'}: file not found"
+
+
+def test_models_lists_baselines_and_self(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("bspline", "lanczos", "contour", "self"):
+        assert name in out
+
+
+def test_batch_resumes_and_shards(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        _anisotropic(inputs, f"case{i}.nii.gz")
+    (inputs / "notes.txt").write_text("not a volume")
+    out = tmp_path / "out"
+    args = ["batch", "--input-dir", str(inputs), "--out-dir", str(out), "--scale", "2", "--model", "linear"]
+    assert main([*args, "--shard", "1/2"]) == 0  # only case1
+    assert sorted(p.name for p in out.iterdir()) == ["case1"]
+    # An interrupted earlier run left a folder without report.json: it is redone, finished ones are skipped.
+    (out / "case0").mkdir()
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "skip (done): case1.nii.gz" in log and "done: case0.nii.gz" in log and "done: case2.nii.gz" in log
+    for i in range(3):
+        assert (out / f"case{i}" / "sr.nii.gz").exists() and (out / f"case{i}" / "report.json").exists()

@@ -19,7 +19,7 @@ from .devices import autocast
 
 def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
     roi = [min(r, s) for r, s in zip(roi_size, image_size)]
-    interval = _get_scan_interval(image_size, roi, len(image_size), overlap)
+    interval = _get_scan_interval(image_size, roi, len(image_size), [overlap] * len(image_size))
     return len(dense_patch_slices(image_size, roi, interval))
 
 
