@@ -20,7 +20,15 @@ from ..geometry import output_grid, subdivide_grid
 from ..normalization import denormalize, normalize
 from ..packaging import ModelPackage, check_compatibility, resolve_model
 from ..report import StageTimer
-from ..uncertainty import aleatoric_to_unit, predictive_entropy, summarize
+from ..uncertainty import (
+    aleatoric_to_unit,
+    enable_mc_dropout,
+    flip_tta_transforms,
+    mutual_information,
+    predictive_entropy,
+    sample_variance_map,
+    summarize,
+)
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
 from .sliding import sliding_window_predict
@@ -29,6 +37,32 @@ from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore
 log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
+UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
+
+
+def _sampled_forward(package, net, frame, factor, device, roi, batch, notify, token, method: str, samples: int) -> dict:
+    """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
+    (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
+    if method == "auto":
+        return _forward(package, net, frame, factor, device, roi, batch, notify, token)
+    runs = []
+    if method == "tta":
+        for flip, unflip in flip_tta_transforms(3, axes=(0, 1)):
+            heads = _forward(package, net, flip(frame), factor, device, roi, batch, notify, token)
+            runs.append({k: unflip(v) for k, v in heads.items()})
+    else:
+        with enable_mc_dropout(net):
+            runs = [_forward(package, net, frame, factor, device, roi, batch, notify, token) for _ in range(samples)]
+    merged = {k: torch.stack([r[k] for r in runs]).mean(0) for k in runs[0]}
+    image_key = "interp" if "interp" in runs[0] else "sr"
+    if image_key in runs[0]:
+        stacked = torch.stack([r[image_key] for r in runs])
+        merged["image_spread"] = torch.as_tensor(sample_variance_map(stacked.numpy(), axis=0))
+    if "seg_probs" in runs[0]:
+        merged["seg_mutual_information"] = torch.as_tensor(
+            mutual_information(torch.stack([r["seg_probs"] for r in runs]).numpy(), sample_axis=0, class_axis=1)
+        )
+    return merged
 
 
 def run_model_package(
@@ -64,12 +98,17 @@ def run_model_package(
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
     model_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(normalized, axis + 1, -1)))
     attempts, heads = [], None
+    method = str(options.get("uncertainty_method", "auto"))
+    samples = int(options.get("samples", 4))
+    if method not in UNCERTAINTY_METHODS:
+        raise InputError(None, f"unknown uncertainty method {method!r}; choose from {', '.join(UNCERTAINTY_METHODS)}")
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
     with timer.stage("running"):
         while heads is None:
             try:
-                heads = _forward(package, net, model_frame, factor, torch_device, roi, batch, notify, token)
+                heads = _sampled_forward(package, net, model_frame, factor, torch_device, roi, batch, notify, token,
+                                         method if uncertainty else "auto", samples)
             except Exception as error:  # only out-of-memory is retried
                 if not is_out_of_memory(error):
                     raise
@@ -97,6 +136,7 @@ def run_model_package(
         "retries": attempts,
         "normalization": params,
         "uncertainty": summaries,
+        "uncertainty_method": method if uncertainty else None,
     }
     return outputs, report
 
@@ -115,8 +155,11 @@ def _forward(package: ModelPackage, net, frame: torch.Tensor, factor: int, devic
         with torch.inference_mode():  # a tiny forward tells which heads this configuration has
             sample = net(frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device))
         keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample]
-        out = sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step)
-        return {k: v[0] for k, v in out.items()}
+        out = {k: v[0] for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1,
+                                                           on_step).items()}
+        if "seg" in out:
+            out["seg_probs"] = _probabilities(out.pop("seg")[None, None])[0, 0]
+        return out
     if "interp" in spec.tasks:
         image, probs = pairwise_interpolation(net, frame, factor, device, batch, on_step)
         return {"interp": image, **({"seg_probs": probs} if probs is not None else {})}
@@ -138,24 +181,30 @@ def _to_volumes(package, volume: Volume, heads: dict, params, tasks, protocol, f
     if image_key in heads and (protocol is not None):
         array = denormalize(_from_model_frame(heads[image_key].numpy(), axis), params)
         outputs[protocol] = Volume.from_grid(_match_dtype(array, volume.array.dtype), grid, source=volume.source)
-        if want_uncertainty and "sr_log_var" in heads:
+        unit = None
+        if want_uncertainty and "image_spread" in heads:  # TTA / MC-dropout samples
+            unit = _from_model_frame(heads["image_spread"].numpy(), axis).max(axis=0)  # worst channel
+        elif want_uncertainty and "sr_log_var" in heads:  # the model's own heteroscedastic head
             unit = aleatoric_to_unit(_from_model_frame(heads["sr_log_var"].numpy(), axis)[0])
-            outputs["uncertainty_sr"] = Volume.from_grid(unit[None].astype(np.float32), grid, source=volume.source)
+        if unit is not None:
+            outputs["uncertainty_sr"] = Volume.from_grid(  # image uncertainty of sr and interp alike
+                unit[None].astype(np.float32), grid, source=volume.source
+            )
             summaries["uncertainty_sr"] = summarize(unit)
-    probs = None
-    if "seg" in heads:
-        probs = _probabilities(heads["seg"][None, None])[0, 0]  # (K, X, Y, Z)
-    elif "seg_probs" in heads:
-        probs = heads["seg_probs"]
+    probs = heads.get("seg_probs")  # (K, X, Y, Z) class probabilities
     if "seg" in tasks and probs is not None:
         probs_np = _from_model_frame(probs.numpy(), axis)
         seg_grid = grid if probs_np.shape[1:] == tuple(grid.size) else subdivide_grid(volume.grid, factor, axis)
         labels = _labels_from_probabilities(probs_np, package.labels)
         outputs["seg"] = Volume.from_grid(labels[None], seg_grid, source=volume.source)
         if want_uncertainty:
-            entropy = predictive_entropy(probs_np, axis=0).astype(np.float32)
-            outputs["uncertainty_seg"] = Volume.from_grid(entropy[None], seg_grid, source=volume.source)
-            summaries["uncertainty_seg"] = summarize(entropy)
+            if "seg_mutual_information" in heads:
+                unit = _from_model_frame(heads["seg_mutual_information"].numpy()[None], axis)[0]
+            else:
+                unit = predictive_entropy(probs_np, axis=0)
+            unit = np.asarray(unit, dtype=np.float32)
+            outputs["uncertainty_seg"] = Volume.from_grid(unit[None], seg_grid, source=volume.source)
+            summaries["uncertainty_seg"] = summarize(unit)
     return outputs, summaries
 
 
