@@ -59,7 +59,9 @@ def _single_axis_positions(volume: Volume, grid: Grid) -> tuple[int, np.ndarray]
     protocols), return that axis and the output slices' fractional input indices."""
     if not np.allclose(grid.direction_matrix, volume.direction, atol=1e-6):
         return None
-    differing = [a for a in range(3) if grid.size[a] != volume.shape[a] or abs(grid.spacing[a] - volume.spacing[a]) > 1e-9]
+    differing = [
+        a for a in range(3) if grid.size[a] != volume.shape[a] or abs(grid.spacing[a] - volume.spacing[a]) > 1e-9
+    ]
     if len(differing) != 1:
         return None
     axis = differing[0]

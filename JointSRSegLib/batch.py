@@ -62,8 +62,15 @@ def run_batch(args: argparse.Namespace) -> int:
             print(f"skip (done): {path.name}")
             continue
         try:
-            result = predict([path], model=args.model, tasks=tasks, scale=args.scale, axis=axis,
-                             device=args.device, uncertainty=args.uncertainty)
+            result = predict(
+                [path],
+                model=args.model,
+                tasks=tasks,
+                scale=args.scale,
+                axis=axis,
+                device=args.device,
+                uncertainty=args.uncertainty,
+            )
             write_outputs(target, result.outputs, args.format, result.report)
             print(f"done: {path.name} -> {target}")
         except InputError as error:  # one bad case must not stop the batch

@@ -17,15 +17,28 @@ EXIT_USAGE = 2
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", action="append", required=True, metavar="FILE",
-                   help="input volume (NIfTI, NRRD, MHA/MHD, MGZ or a DICOM folder); repeat for several modalities")
-    p.add_argument("--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg")
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="input volume (NIfTI, NRRD, MHA/MHD, MGZ or a DICOM folder); repeat for several modalities",
+    )
+    p.add_argument(
+        "--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg"
+    )
     p.add_argument("--scale", type=float, default=4, help="through-plane factor R, an integer 2-8 (default 4)")
     p.add_argument("--axis", default="auto", help="through-plane voxel axis 0, 1, 2 or auto (largest spacing)")
-    p.add_argument("--model", default="bspline", help="model id, package path, or baseline: nearest, linear, bspline, "
-                   "lanczos (images), contour (label maps); see 'jointsrseg models'")
+    p.add_argument(
+        "--model",
+        default="bspline",
+        help="model id, package path, or baseline: nearest, linear, bspline, "
+        "lanczos (images), contour (label maps); see 'jointsrseg models'",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them")
+    p.add_argument(
+        "--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them"
+    )
     p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
     p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
 
@@ -57,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     batch.add_argument("--uncertainty", action="store_true")
     batch.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"))
-    batch.add_argument("--shard", default=None, help="i/n: process every n-th volume starting at i (0-based); "
-                       "defaults to RANK/WORLD_SIZE under torchrun")
+    batch.add_argument(
+        "--shard",
+        default=None,
+        help="i/n: process every n-th volume starting at i (0-based); defaults to RANK/WORLD_SIZE under torchrun",
+    )
     demo = sub.add_parser("demo", help="x4 thick-slice demo on the bundled MNI152 sample")
     demo.add_argument("--out-dir", type=Path, default=Path("demo_out"))
     demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -127,8 +143,10 @@ def _cmd_models() -> int:
     print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
         print(f"{r.id:<{width}}  {r.source:<8}  {','.join(r.tasks):<16}  {','.join(r.inputs):<22}  {r.scale}")
-    print("self" + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        any factor 2-8 "
-          "(trains on the scan itself)")
+    print(
+        "self" + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        any factor 2-8 "
+        "(trains on the scan itself)"
+    )
     return 0
 
 
@@ -158,8 +176,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     planned = output_paths(args.out_dir, [*tasks, "uncertainty_sr", "uncertainty_seg"], args.format)
     refuse_overwriting_inputs([Path(p) for p in args.input], [*planned.values(), args.out_dir / "report.json"])
     with TqdmProgress() as bar:
-        result = predict(args.input, model=args.model, tasks=tasks, scale=args.scale, axis=axis,
-                         device=args.device, uncertainty=args.uncertainty, progress=bar)
+        result = predict(
+            args.input,
+            model=args.model,
+            tasks=tasks,
+            scale=args.scale,
+            axis=axis,
+            device=args.device,
+            uncertainty=args.uncertainty,
+            progress=bar,
+        )
     written = write_outputs(args.out_dir, result.outputs, args.format, result.report)
     for name, path in written.items():
         print(f"{name}: {path}")

@@ -46,8 +46,16 @@ def run_demo(out_dir: Path, device: str = "auto", show_progress: bool = False) -
     lr = simulate_thick_slices(hr, DEMO_FACTOR, DEMO_AXIS)
     model, tasks = best_demo_model()
     with TqdmProgress(force=show_progress or None) as bar:
-        result = predict(lr, model=model, tasks=tasks, scale=DEMO_FACTOR, axis=DEMO_AXIS, device=device,
-                         uncertainty=model != "bspline", progress=bar)
+        result = predict(
+            lr,
+            model=model,
+            tasks=tasks,
+            scale=DEMO_FACTOR,
+            axis=DEMO_AXIS,
+            device=device,
+            uncertainty=model != "bspline",
+            progress=bar,
+        )
     output = result.outputs["sr"]
     baseline = output if model == "bspline" else upsample_image(lr, "sr", DEMO_FACTOR, DEMO_AXIS, "bspline")
     reference = crop_to_grid(hr, output.grid)
@@ -65,15 +73,22 @@ def run_demo(out_dir: Path, device: str = "auto", show_progress: bool = False) -
     lr_on_grid = upsample_image(lr, "sr", DEMO_FACTOR, DEMO_AXIS, "nearest")
     uncertainty = result.outputs.get("uncertainty_sr") or result.outputs.get("uncertainty_seg")
     png = render_preview(
-        {f"LR x{DEMO_FACTOR} input": lr_on_grid, f"output ({model})": output, "HR reference": reference,
-         "segmentation": result.outputs.get("seg"), "uncertainty": uncertainty},
+        {
+            f"LR x{DEMO_FACTOR} input": lr_on_grid,
+            f"output ({model})": output,
+            "HR reference": reference,
+            "segmentation": result.outputs.get("seg"),
+            "uncertainty": uncertainty,
+        },
         seg_reference=output,
         title=f"{model}: PSNR {scores[model]['psnr']:.2f} dB (B-spline {scores['bspline']['psnr']:.2f} dB)",
     )
     volumes = {"input_lr": lr, **result.outputs}
     written = write_outputs(Path(out_dir), volumes, "nii.gz", result.report, extras={"preview.png": png})
-    print(f"demo: {model} PSNR {scores[model]['psnr']:.2f} dB, SSIM {scores[model]['ssim']:.4f}; "
-          f"B-spline PSNR {scores['bspline']['psnr']:.2f} dB, SSIM {scores['bspline']['ssim']:.4f}")
+    print(
+        f"demo: {model} PSNR {scores[model]['psnr']:.2f} dB, SSIM {scores[model]['ssim']:.4f}; "
+        f"B-spline PSNR {scores['bspline']['psnr']:.2f} dB, SSIM {scores['bspline']['ssim']:.4f}"
+    )
     for name, path in written.items():
         print(f"{name}: {path}")
     return written

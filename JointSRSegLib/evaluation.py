@@ -33,8 +33,9 @@ def align_reference(prediction: Volume, reference: Volume) -> Volume:
             pass
     raise InputError(
         prediction.source,
-        f"grid (size {prediction.shape}, spacing {tuple(round(s, 4) for s in prediction.spacing)}) does not share voxel "
-        f"centres with the reference {reference.source} (size {reference.shape}); resample one onto the other first",
+        f"grid (size {prediction.shape}, spacing {tuple(round(s, 4) for s in prediction.spacing)}) does not "
+        f"share voxel centres with the reference {reference.source} (size {reference.shape}); "
+        "resample one onto the other first",
     )
 
 

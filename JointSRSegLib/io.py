@@ -62,7 +62,9 @@ def read_volume(path: str | Path) -> Volume:
     elif volume_suffix(path) in READ_SUFFIXES:
         volume = _read_with_sitk(path)
     else:
-        raise InputError(path, f"unsupported format {path.suffix!r}; use one of {', '.join(READ_SUFFIXES)} or a DICOM folder")
+        raise InputError(
+            path, f"unsupported format {path.suffix!r}; use one of {', '.join(READ_SUFFIXES)} or a DICOM folder"
+        )
     _check_geometry(volume)
     return volume
 
@@ -131,7 +133,9 @@ def _read_nifti(path: Path) -> Volume:
         what = "2D image" if reader.GetDimension() == 2 else f"{reader.GetDimension()}D image"
         raise InputError(path, f"{what}; a 3D volume is needed (one file per modality)")
     if reader.GetNumberOfComponents() != 1:
-        raise InputError(path, f"{reader.GetNumberOfComponents()}-component (RGB/vector) image; a scalar volume is needed")
+        raise InputError(
+            path, f"{reader.GetNumberOfComponents()}-component (RGB/vector) image; a scalar volume is needed"
+        )
     try:
         proxy = nib.load(str(path)).dataobj
         scaled = float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0

@@ -34,8 +34,11 @@ def package_versions() -> dict[str, str]:
 def machine_description() -> dict[str, str]:
     import os
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": str(os.cpu_count())}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+    }
 
 
 def peak_rss_mb() -> float:

@@ -37,8 +37,21 @@ def test_info_reports_geometry(tmp_path, capsys):
 def test_run_writes_outputs_on_protocol_grids_and_report(tmp_path, capsys):
     path = _anisotropic(tmp_path)
     out = tmp_path / "out"
-    code = main(["run", "--input", str(path), "--tasks", "sr,interp", "--scale", "4", "--model", "bspline",
-                 "--out-dir", str(out)])
+    code = main(
+        [
+            "run",
+            "--input",
+            str(path),
+            "--tasks",
+            "sr,interp",
+            "--scale",
+            "4",
+            "--model",
+            "bspline",
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     lr = read_volume(path)
     sr, interp = read_volume(out / "sr.nii.gz"), read_volume(out / "interp.nii.gz")
@@ -58,8 +71,28 @@ def test_run_nrrd_format_and_eval(tmp_path, capsys):
 
     lr_path = write_volume(simulate_slice_gaps(hr, 2, 2), tmp_path / "lr.nrrd")
     out = tmp_path / "o"
-    assert main(["run", "--input", str(lr_path), "--tasks", "interp", "--scale", "2", "--axis", "2",
-                 "--model", "linear", "--out-dir", str(out), "--format", "nrrd"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--input",
+                str(lr_path),
+                "--tasks",
+                "interp",
+                "--scale",
+                "2",
+                "--axis",
+                "2",
+                "--model",
+                "linear",
+                "--out-dir",
+                str(out),
+                "--format",
+                "nrrd",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", "--pred", str(out / "interp.nrrd"), "--reference", str(tmp_path / "hr.nii.gz")]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -115,8 +148,10 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str, str]]:
     _write_raw_nifti(tmp / "zero.nii", np.random.rand(5, 6, 7).astype(np.float32), pixdim=(0.0, 1.0, 3.0))
     cases["zero spacing"] = (["--input", str(tmp / "zero.nii")], "zero.nii", "must be positive")
     np.random.rand(7, 6, 5).astype(np.float32).tofile(tmp / "neg.raw")
-    (tmp / "neg.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 5 6 7\nElementSpacing = -2 1 1\n"
-                                 "ElementType = MET_FLOAT\nElementDataFile = neg.raw\n")
+    (tmp / "neg.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 5 6 7\nElementSpacing = -2 1 1\n"
+        "ElementType = MET_FLOAT\nElementDataFile = neg.raw\n"
+    )
     cases["negative spacing"] = (["--input", str(tmp / "neg.mhd")], "neg.mhd", "must be positive")
     cases["factor 9"] = (["--input", str(good), "--scale", "9"], "good.nii.gz", "scale factor 9")
     cases["factor 1"] = (["--input", str(good), "--scale", "1"], "good.nii.gz", "outside 2-8")
@@ -129,8 +164,20 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list[str], str, str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "truncated", "2d", "rgb", "nan", "constant", "zero spacing", "negative spacing", "factor 9",
-     "factor 1", "isotropic auto", "mismatched grids"],
+    [
+        "missing",
+        "truncated",
+        "2d",
+        "rgb",
+        "nan",
+        "constant",
+        "zero spacing",
+        "negative spacing",
+        "factor 9",
+        "factor 1",
+        "isotropic auto",
+        "mismatched grids",
+    ],
 )
 def test_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys, case):
     inputs = tmp_path / "in"
@@ -177,8 +224,12 @@ def test_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch, c
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("jointsrseg")
-    proc = subprocess.run([str(exe), "run", "--input", str(tmp_path / "missing.nii"), "--out-dir", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [str(exe), "run", "--input", str(tmp_path / "missing.nii"), "--out-dir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"jointsrseg: error: {tmp_path / 'missing.nii'}: file not found"
 

@@ -29,15 +29,32 @@ def packages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("packages")
     return {
         "swinsr": make_package(
-            folder, "swinsr_unetr", tasks=["sr", "seg"], package_scale=[1, 1, 2], protocol="sr", labels=TISSUE_LABELS,
-            uncertainty=["sr_aleatoric", "seg_entropy"], in_channels=1, seg_channels=3, scale=(1, 1, 2), aleatoric=True,
+            folder,
+            "swinsr_unetr",
+            tasks=["sr", "seg"],
+            package_scale=[1, 1, 2],
+            protocol="sr",
+            labels=TISSUE_LABELS,
+            uncertainty=["sr_aleatoric", "seg_entropy"],
+            in_channels=1,
+            seg_channels=3,
+            scale=(1, 1, 2),
+            aleatoric=True,
         ),
         "tasc": make_package(
-            folder, "tasc_swinmt", tasks=["interp", "seg"], package_scale={"factors": [2, 3], "factor_axis": "through_plane"},
-            protocol="interp", labels=TISSUE_LABELS, uncertainty=["seg_entropy"], in_channels=1, seg_channels=3,
+            folder,
+            "tasc_swinmt",
+            tasks=["interp", "seg"],
+            package_scale={"factors": [2, 3], "factor_axis": "through_plane"},
+            protocol="interp",
+            labels=TISSUE_LABELS,
+            uncertainty=["seg_entropy"],
+            in_channels=1,
+            seg_channels=3,
         ),
-        "rdst": make_package(folder, "rdst", tasks=["sr"], package_scale=[1, 1, 2], protocol="sr", in_channels=1,
-                             scale=(1, 2)),
+        "rdst": make_package(
+            folder, "rdst", tasks=["sr"], package_scale=[1, 1, 2], protocol="sr", in_channels=1, scale=(1, 2)
+        ),
     }
 
 
@@ -107,8 +124,9 @@ def test_sliding_window_equals_whole_volume_inference():
     image = torch.rand(1, 1, 37, 29, 23)
     whole = net(image)["sr"]
     windows = []
-    stitched = sliding_window_predict(net, image, (16, 16, 8), ["sr"], torch.device("cpu"), 0.25, 1,
-                                      lambda done, total: windows.append(total))
+    stitched = sliding_window_predict(
+        net, image, (16, 16, 8), ["sr"], torch.device("cpu"), 0.25, 1, lambda done, total: windows.append(total)
+    )
     assert len(windows) > 8  # really several windows
     torch.testing.assert_close(stitched["sr"], whole.detach(), atol=1e-4, rtol=0)
 

@@ -46,7 +46,9 @@ def test_dicom_series_loads_with_slice_spacing_and_first_slice_origin():
     np.testing.assert_allclose(vol.grid.physical_points([[0, 0, 2]])[0], third, atol=1e-3)
 
 
-@pytest.mark.parametrize("chain", [(".nii.gz", ".nrrd", ".mha"), (".nrrd", ".mha", ".nii"), (".mha", ".nii.gz", ".nhdr")])
+@pytest.mark.parametrize(
+    "chain", [(".nii.gz", ".nrrd", ".mha"), (".nrrd", ".mha", ".nii"), (".mha", ".nii.gz", ".nhdr")]
+)
 def test_round_trips_are_exact(tmp_path, chain):
     original = _oblique_volume()
     current = original
@@ -94,6 +96,6 @@ def test_write_is_atomic_and_keeps_existing_file_on_failure(tmp_path, monkeypatc
 
     monkeypatch.setattr(sitk, "WriteImage", boom)
     with pytest.raises(RuntimeError):
-        write_volume(_oblique_volume() , target)
+        write_volume(_oblique_volume(), target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.nii.gz"]

@@ -27,8 +27,17 @@ def run_case(module: str, case: str, params: dict, timeout: float = 3600) -> dic
 
 
 def emit_case(case: str, params: dict, started: float, **extra) -> None:
-    print(json.dumps({"case": case, "params": params, "wall_s": round(time.perf_counter() - started, 3),
-                      "peak_rss_mb": round(peak_rss_mb(), 1), **extra}))
+    print(
+        json.dumps(
+            {
+                "case": case,
+                "params": params,
+                "wall_s": round(time.perf_counter() - started, 3),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                **extra,
+            }
+        )
+    )
 
 
 def environment() -> dict:
@@ -37,8 +46,13 @@ def environment() -> dict:
     device = "cpu"
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
-    return {"machine": machine_description(), "device": device, "torch_threads": torch.get_num_threads(),
-            "versions": package_versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "machine": machine_description(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def write_result(path: Path, payload: dict) -> None:

@@ -19,7 +19,9 @@ def main() -> None:
         if not (Path(__file__).parent / f"{name}.py").exists():
             print(f"skip {name}: not present")
             continue
-        subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--out", str(args.out / f"{name}.json")], check=True)
+        subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", "--out", str(args.out / f"{name}.json")], check=True
+        )
 
 
 if __name__ == "__main__":

@@ -62,10 +62,19 @@ def main() -> None:
             summary[method] = {
                 "seconds_per_megavoxel": [round(r["wall_s"] / v * 1e6, 4) for r, v in zip(rows, voxels)],
                 "rss_mb_per_megavoxel_increment": round(
-                    (rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]) / ((voxels[-1] - voxels[0]) / 1e6), 3),
+                    (rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]) / ((voxels[-1] - voxels[0]) / 1e6), 3
+                ),
             }
-    write_result(args.out, {"benchmark": "scale", "factor": FACTOR, "environment": environment(),
-                            "results": results, "linearity": summary})
+    write_result(
+        args.out,
+        {
+            "benchmark": "scale",
+            "factor": FACTOR,
+            "environment": environment(),
+            "results": results,
+            "linearity": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

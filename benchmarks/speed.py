@@ -77,11 +77,17 @@ def main() -> None:
     params = {"device": args.device}
     ours, baseline = run_case("speed", "ours", params), run_case("speed", "baseline", params)
     ratio = ours["wall_s"] / baseline["wall_s"] if "wall_s" in ours and "wall_s" in baseline else None
-    write_result(args.out, {
-        "benchmark": "speed", "environment": environment(), "overlap": OVERLAP,
-        "results": [ours, baseline], "time_ratio_ours_over_baseline": ratio,
-        "targets": {"time_ratio_max": 1.0, "peak_rss_mb_max": 6144, "gpu_seconds_max": 5.0},
-    })
+    write_result(
+        args.out,
+        {
+            "benchmark": "speed",
+            "environment": environment(),
+            "overlap": OVERLAP,
+            "results": [ours, baseline],
+            "time_ratio_ours_over_baseline": ratio,
+            "targets": {"time_ratio_max": 1.0, "peak_rss_mb_max": 6144, "gpu_seconds_max": 5.0},
+        },
+    )
 
 
 if __name__ == "__main__":

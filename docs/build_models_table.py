@@ -13,7 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HEADER = "| Paper | Paper sections | Our module / classes | Faithful | Deviations (and why) | Params tiny / small / base |"
+HEADER = (
+    "| Paper | Paper sections | Our module / classes | Faithful | Deviations (and why) | Params tiny / small / base |"
+)
 ORDER = ("swinsr_unetr", "tasc_swinmt", "rdst", "rehrseg", "disentangled_sr")
 
 
@@ -31,7 +33,9 @@ def parameter_counts() -> list[str]:
         for preset in ("tiny", "small", "base"):
             model = build(name, preset)
             counts.append(f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f} M")
-        lines.append(f"| `{name}` | {spec.paper} | {', '.join(spec.tasks)} | {spec.dims}D | " + " | ".join(counts) + " |")
+        lines.append(
+            f"| `{name}` | {spec.paper} | {', '.join(spec.tasks)} | {spec.dims}D | " + " | ".join(counts) + " |"
+        )
     return lines
 
 

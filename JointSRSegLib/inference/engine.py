@@ -31,8 +31,8 @@ from ..uncertainty import (
 )
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
-from .sliding import sliding_window_predict
 from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore_sr
+from .sliding import sliding_window_predict
 
 log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
@@ -90,7 +90,9 @@ def run_model_package(
         protocol = protocol_tasks[0] if protocol_tasks else None
         if len(protocol_tasks) > 1:
             raise InputError(package.path, "a model serves one protocol; ask for sr or interp, not both")
-        check_compatibility(package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None)
+        check_compatibility(
+            package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None
+        )
         torch_device = select_device(device)
         net = package.build_model(torch_device)
         net.eval()
@@ -107,12 +109,25 @@ def run_model_package(
     with timer.stage("running"):
         while heads is None:
             try:
-                heads = _sampled_forward(package, net, model_frame, factor, torch_device, roi, batch, notify, token,
-                                         method if uncertainty else "auto", samples)
+                heads = _sampled_forward(
+                    package,
+                    net,
+                    model_frame,
+                    factor,
+                    torch_device,
+                    roi,
+                    batch,
+                    notify,
+                    token,
+                    method if uncertainty else "auto",
+                    samples,
+                )
             except Exception as error:  # only out-of-memory is retried
                 if not is_out_of_memory(error):
                     raise
-                attempts.append({"device": str(torch_device), "roi_size": list(roi), "batch": batch, "error": "out of memory"})
+                attempts.append(
+                    {"device": str(torch_device), "roi_size": list(roi), "batch": batch, "error": "out of memory"}
+                )
                 torch.cuda.empty_cache()
                 if torch_device.type == "cuda" and min(roi) > 16:
                     roi, batch = tuple(max(16, r // 2) for r in roi), max(1, batch // 2)
@@ -153,10 +168,14 @@ def _forward(package: ModelPackage, net, frame: torch.Tensor, factor: int, devic
 
     if spec.dims == 3:
         with torch.inference_mode():  # a tiny forward tells which heads this configuration has
-            sample = net(frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device))
+            sample = net(
+                frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device)
+            )
         keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample]
-        out = {k: v[0] for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1,
-                                                           on_step).items()}
+        out = {
+            k: v[0]
+            for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step).items()
+        }
         if "seg" in out:
             out["seg_probs"] = _probabilities(out.pop("seg")[None, None])[0, 0]
         return out
@@ -245,10 +264,15 @@ def _run_self_supervised(volume, tasks, factor, axis, device, notify, token, tim
     with timer.stage("running"):
         for task in tasks:
             out, report = self_supervised_sr(
-                volume, task, factor, axis,
+                volume,
+                task,
+                factor,
+                axis,
                 time_budget=float(options.get("time_budget", 300.0)),
                 seed=int(options.get("seed", 0)),
-                progress=notify, cancel=token, device=str(select_device(device)),
+                progress=notify,
+                cancel=token,
+                device=str(select_device(device)),
             )
             outputs[task] = out
             reports[task] = report

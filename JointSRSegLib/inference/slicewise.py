@@ -21,8 +21,16 @@ from .devices import autocast
 Notify = Callable[[int, int], None]
 
 
-def _batched(net, planes: torch.Tensor, device: torch.device, batch: int, key: str, notify: Notify | None,
-             offset: int, total: int) -> torch.Tensor:
+def _batched(
+    net,
+    planes: torch.Tensor,
+    device: torch.device,
+    batch: int,
+    key: str,
+    notify: Notify | None,
+    offset: int,
+    total: int,
+) -> torch.Tensor:
     outputs = []
     with torch.inference_mode():
         for start in range(0, planes.shape[0], batch):
@@ -34,7 +42,9 @@ def _batched(net, planes: torch.Tensor, device: torch.device, batch: int, key: s
     return torch.cat(outputs)
 
 
-def smore_sr(net, volume: torch.Tensor, device: torch.device, batch: int = 8, notify: Notify | None = None) -> torch.Tensor:
+def smore_sr(
+    net, volume: torch.Tensor, device: torch.device, batch: int = 8, notify: Notify | None = None
+) -> torch.Tensor:
     """Through-plane SR of ``volume`` (C, X, Y, Z) with a 2D ``(1, R)`` network; returns (C, X, Y, Z*R)."""
     c, x, y, z = volume.shape
     total = x + y
@@ -46,7 +56,9 @@ def smore_sr(net, volume: torch.Tensor, device: torch.device, batch: int = 8, no
     return 0.5 * (sr_xz + sr_yz)
 
 
-def inplane_sr(net, volume: torch.Tensor, device: torch.device, batch: int = 8, notify: Notify | None = None) -> torch.Tensor:
+def inplane_sr(
+    net, volume: torch.Tensor, device: torch.device, batch: int = 8, notify: Notify | None = None
+) -> torch.Tensor:
     """In-plane SR: the 2D network on every (X, Y) slice; returns (C, X*R, Y*R, Z)."""
     planes = volume.permute(3, 0, 1, 2).contiguous()  # (Z, C, X, Y)
     return _batched(net, planes, device, batch, "sr", notify, 0, volume.shape[3]).permute(1, 2, 3, 0)

@@ -36,7 +36,10 @@ def main(source: Path) -> None:
     labels[(labels == 1) & (g < 0.5)] = 0
     labels[(labels == 2) & (w < 0.5)] = 0
     here = Path(__file__).resolve().parent
-    for array, name in ((t1.array[crop].astype(np.uint8), "MNI152_T1_1mm.nii.gz"), (labels[None], "MNI152_tissue_1mm.nii.gz")):
+    for array, name in (
+        (t1.array[crop].astype(np.uint8), "MNI152_T1_1mm.nii.gz"),
+        (labels[None], "MNI152_tissue_1mm.nii.gz"),
+    ):
         vol = type(t1)(array, t1.spacing, origin, t1.direction)
         write_volume(vol, here / name)
         print(name, vol.shape, vol.origin)
