@@ -22,6 +22,8 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/jointsrseg demo --out-dir demo_out
 
 test: $(STAMP)
+	@# Offscreen slice-view rendering for the Slicer tests (skipped with a printed reason if this cannot install).
+	-command -v apt-get >/dev/null && (dpkg -s libosmesa6 >/dev/null 2>&1 || apt-get install -y -q libosmesa6 >/dev/null) || true
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest Testing -q
 
 lint: $(STAMP)

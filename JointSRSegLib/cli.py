@@ -39,6 +39,15 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them"
     )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network (default: PyTorch's choice)")
+    p.add_argument(
+        "--uncertainty-method",
+        default="auto",
+        choices=("auto", "tta", "mc_dropout"),
+        help="auto: the model's own heads (aleatoric SR, softmax entropy); tta: flip test-time augmentation; "
+        "mc_dropout: Monte-Carlo dropout samples",
+    )
+    p.add_argument("--time-budget", type=float, default=300.0, help="seconds of self-training for --model self")
     p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
     p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
 
@@ -185,6 +194,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             device=args.device,
             uncertainty=args.uncertainty,
             progress=bar,
+            threads=args.threads,
+            uncertainty_method=args.uncertainty_method,
+            time_budget=args.time_budget,
         )
     written = write_outputs(args.out_dir, result.outputs, args.format, result.report)
     for name, path in written.items():

@@ -79,6 +79,8 @@ def run_model_package(
     **options,
 ) -> tuple[dict[str, Volume], dict]:
     """Run a model package (id or path) or ``"self"``; returns outputs by name and a model report."""
+    if options.get("threads"):
+        torch.set_num_threads(int(options["threads"]))
     if str(model) == "self":
         return _run_self_supervised(volume, tasks, factor, axis, device, notify, token, timer, **options)
     with timer.stage("preparing"):

@@ -1,0 +1,387 @@
+"""JointSRSeg: joint super-resolution, slice interpolation and segmentation in 3D Slicer.
+
+Module / Widget / Logic / Test as in Slicer's scripted-module template.  The widget only binds
+``Resources/UI/JointSRSeg.ui`` to the parameter node and drives a background run; everything
+testable lives in ``JointSRSegLogic`` (importable with slicer-core alone) and ``JointSRSegLib``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from JointSRSegLogic import CancelledError, InputError, JointSRSegLogic  # noqa: F401  (re-exported)
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+MAX_INPUTS = 4
+POLL_MS = 100
+
+
+class JointSRSeg(ScriptedLoadableModule):
+    """Module description shown in Slicer's Help & Acknowledgement panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "JointSRSeg"
+        self.parent.categories = ["Segmentation", "Filtering"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["JointSRSeg developers"]
+        self.parent.helpText = """
+<p>Makes thick-slice MRI/CT volumes usable in 3D, with a per-voxel uncertainty map:</p>
+<ul>
+<li><b>Super-resolution</b> (SR): each thick slice is subdivided into R thin slices
+(output grid = the high-resolution grid the thick slices were averaged from).</li>
+<li><b>Slice interpolation</b>: R-1 slices are inserted between neighbouring slices
+(gapped acquisitions).</li>
+<li><b>Segmentation</b>: labels on the SR grid, as a segmentation node with the model's
+segment names and colours.</li>
+<li><b>Uncertainty</b>: 0 (certain) to 1 (uncertain), shown over the SR volume.</li>
+</ul>
+<p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
+<a href="https://arxiv.org/abs/2106.06011">SwinIR/SwinUNETR</a>,
+<a href="https://arxiv.org/abs/2003.04993">disentangled SR</a> and
+<a href="https://arxiv.org/abs/1703.04977">aleatoric/epistemic uncertainty (Kendall &amp; Gal 2017)</a>.
+See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.</p>
+<p><b>For research use only, not for diagnosis or treatment.</b></p>
+"""
+        self.parent.acknowledgementText = """
+Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre).
+Inspired by the TotalSegmentator, MONAIAuto3DSeg and nnU-Net Slicer extensions."""
+
+
+@parameterNodeWrapper
+class JointSRSegParameterNode:
+    """Everything the module panel shows; saved with the scene so a run can be repeated."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    inputVolume2: slicer.vtkMRMLScalarVolumeNode
+    inputVolume3: slicer.vtkMRMLScalarVolumeNode
+    inputVolume4: slicer.vtkMRMLScalarVolumeNode
+    modelId: str = "bspline"
+    taskSR: bool = True
+    taskInterp: bool = False
+    taskSeg: bool = False
+    scale: Annotated[int, WithinRange(2, 8)] = 4
+    axis: Annotated[str, Choice(["auto", "I", "J", "K"])] = "auto"
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    uncertainty: bool = False
+    uncertaintyMethod: Annotated[
+        str, Choice(["auto", "aleatoric", "sample_variance", "entropy", "mutual_information"])
+    ] = "auto"
+    markUncertainVoxels: bool = False
+    uncertainThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    outputSR: slicer.vtkMRMLScalarVolumeNode
+    outputInterp: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    outputUncertainty: slicer.vtkMRMLScalarVolumeNode
+
+
+class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Thin GUI: parameter binding, model info, dependency install, background run with progress."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: JointSRSegLogic | None = None
+        self._parameterNode: JointSRSegParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._models: dict = {}
+        self._run = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/JointSRSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = JointSRSegLogic()
+        self._populateModels()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelSelector.currentTextChanged.connect(self._updateModelInfo)
+        self.ui.deviceComboBox.currentTextChanged.connect(self._updateDeviceLabel)
+        self.ui.overlayOpacitySlider.valueChanged.connect(lambda value: self.logic.setOverlayOpacity(value))
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.visible = False
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self._timer.stop()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.onCancelButton()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(JointSRSegParameterNode(ScriptedLoadableModuleLogic().getParameterNode()))
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode: JointSRSegParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._updateModelInfo(self._parameterNode.modelId)
+            self._checkCanApply()
+
+    # ------------------------------------------------------------------ model information
+
+    def _populateModels(self) -> None:
+        """Model menu: packages and baselines (baselines only until PyTorch is installed)."""
+        try:
+            models = self.logic.availableModels()
+        except Exception as error:  # a broken user package must not hide the module
+            slicer.util.errorDisplay(f"Could not list models: {error}")
+            models = []
+        self._models = {m.id: m for m in models}
+        self.ui.modelSelector.clear()
+        for model in models:
+            self.ui.modelSelector.addItem(model.id)
+
+    def _updateModelInfo(self, modelId: str) -> None:
+        model = self._models.get(modelId)
+        if model is None:
+            return
+        self.ui.modelInfoLabel.text = model.summary()
+        for checkbox, task in (
+            (self.ui.taskSRCheckBox, "sr"),
+            (self.ui.taskInterpCheckBox, "interp"),
+            (self.ui.taskSegCheckBox, "seg"),
+        ):
+            checkbox.enabled = task in model.tasks
+            if task not in model.tasks:
+                checkbox.checked = False
+        self.ui.uncertaintyCheckBox.enabled = bool(model.uncertainty)
+        if not model.uncertainty:
+            self.ui.uncertaintyCheckBox.checked = False
+        selectors = [self.ui.inputVolumeSelector, self.ui.inputVolume2Selector,
+                     self.ui.inputVolume3Selector, self.ui.inputVolume4Selector]
+        labels = [self.ui.inputVolumeLabel, self.ui.inputVolume2Label,
+                  self.ui.inputVolume3Label, self.ui.inputVolume4Label]
+        for index, (selector, label) in enumerate(zip(selectors, labels)):
+            needed = index < max(1, len(model.inputs))
+            selector.visible = label.visible = needed
+            if needed and index < len(model.inputs):
+                name, modality = model.inputs[index]
+                label.text = f"{name} ({modality}):" if modality != "any" else "Input volume:"
+        self._updateDeviceLabel()
+
+    def _updateDeviceLabel(self, *_) -> None:
+        model = self._models.get(self.ui.modelSelector.currentText)
+        if model is None:
+            return
+        self.ui.deviceLabel.text = "Device: " + self.logic.describeDevice(self.ui.deviceComboBox.currentText, model)
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        ready = bool(p and p.inputVolume and (p.taskSR or p.taskInterp or p.taskSeg)) and self._run is None
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = "Run the selected tasks" if ready else "Select an input volume and a task"
+
+    # ------------------------------------------------------------------ dependencies
+
+    def ensureDependencies(self, model) -> bool:
+        """Trained models need PyTorch (via the PyTorch extension) and requirements.txt; ask first."""
+        if model.is_baseline:
+            return True
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            if not slicer.util.confirmOkCancelDisplay(
+                "Trained models need PyTorch (about 1-3 GB). Install it now with the PyTorch extension?",
+                "JointSRSeg: install PyTorch",
+            ):
+                return False
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("Install the 'PyTorch' extension from the Extensions Manager, then retry.")
+                return False
+            with _busy():
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                    slicer.util.errorDisplay("PyTorch could not be installed; see the Python console for details.")
+                    return False
+        requirements = slicer.packaging.load_requirements(str(REQUIREMENTS))
+        if not slicer.packaging.pip_check(requirements):
+            slicer.packaging.pip_ensure(requirements, requester="JointSRSeg")  # asks, installs, offers restart
+        return bool(slicer.packaging.pip_check(requirements))
+
+    # ------------------------------------------------------------------ running
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        model = self._models.get(p.modelId)
+        if model is None or not self.ensureDependencies(model):
+            return
+        tasks = [t for t, on in (("sr", p.taskSR), ("interp", p.taskInterp), ("seg", p.taskSeg)) if on]
+        outputs = {k: n for k, n in (("sr", p.outputSR), ("interp", p.outputInterp),
+                                     ("seg", p.outputSegmentation), ("uncertainty_sr", p.outputUncertainty)) if n}
+        self._showProgress(0.0, "checking input")
+        try:
+            request = self.logic.prepare(
+                [p.inputVolume, p.inputVolume2, p.inputVolume3, p.inputVolume4][: max(1, len(model.inputs))],
+                model=p.modelId, tasks=tasks, scale=p.scale,
+                axis="auto" if p.axis == "auto" else "IJK".index(p.axis), device=p.device,
+                uncertainty=p.uncertainty, uncertaintyMethod=p.uncertaintyMethod, opacity=p.overlayOpacity,
+                uncertainThreshold=p.uncertainThreshold if p.markUncertainVoxels else None,
+                outputNodes=outputs, progress=self._showProgress,
+            )
+        except InputError as error:
+            self._finish(f"Cannot run: {error}", error=True)
+            return
+        self.ui.warningsLabel.text = "\n".join(request.warnings)
+        self.ui.deviceLabel.text = "Device: " + self.logic.describeDevice(request.device, request.model)
+        self._run = self.logic.runInBackground(request)
+        self.ui.cancelButton.enabled = True
+        self._checkCanApply()
+        self._timer.start()
+
+    def onCancelButton(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    def _poll(self) -> None:
+        run = self._run
+        self._showProgress(run.fraction, run.stage)
+        if not run.done:
+            return
+        self._timer.stop()
+        try:
+            outputs = run.finish(self._showProgress)
+        except CancelledError:
+            self._finish("Cancelled; the scene is unchanged.")
+            return
+        except InputError as error:
+            self._finish(f"Cannot run: {error}", error=True)
+            return
+        except Exception as error:
+            import traceback
+
+            traceback.print_exc()
+            self._finish(f"Failed: {error}", error=True)
+            return
+        p = self._parameterNode
+        with slicer.util.NodeModify(p.parameterNode):
+            p.outputSR = outputs.get("sr", p.outputSR)
+            p.outputInterp = outputs.get("interp", p.outputInterp)
+            p.outputSegmentation = outputs.get("seg", p.outputSegmentation)
+            p.outputUncertainty = outputs.get("uncertainty_sr", p.outputUncertainty)
+        seconds = outputs[next(iter(outputs))].GetAttribute("JointSRSeg.runTimeSeconds") if outputs else "?"
+        self._finish(f"Done in {seconds} s: {', '.join(n.GetName() for n in outputs.values())}")
+
+    def _showProgress(self, fraction: float, stage: str) -> None:
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = stage.capitalize() + "..."
+        slicer.app.processEvents(qt.QEventLoop.ExcludeUserInputEvents)
+
+    def _finish(self, message: str, error: bool = False) -> None:
+        self._run = None
+        self.ui.progressBar.visible = False
+        self.ui.cancelButton.enabled = False
+        self.ui.statusLabel.text = message
+        self._checkCanApply()
+        if error:
+            slicer.util.errorDisplay(message)
+
+
+class _busy:
+    """Wait cursor while installing packages."""
+
+    def __enter__(self):
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+
+    def __exit__(self, *exc):
+        qt.QApplication.restoreOverrideCursor()
+
+
+class JointSRSegTest(ScriptedLoadableModuleTest):
+    """Self-test (Reload and Test): a synthetic anisotropic volume through the logic, geometry checked."""
+
+    MODEL_ID = "bspline"  # becomes the tiny built-in package once one ships in Resources/Models
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_super_resolution_geometry()
+        self.setUp()
+        self.test_bad_input_message()
+
+    def _thick_volume(self):
+        import JointSRSegNodes
+        import numpy as np
+
+        from JointSRSegLib.volume import Volume
+
+        k, j, i = np.meshgrid(np.arange(8), np.arange(24), np.arange(20), indexing="ij")
+        array = (100 * np.sin(i / 3.0) * np.cos(j / 4.0) + 10 * k).astype(np.float32).transpose(2, 1, 0)
+        direction = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+        volume = Volume(array, (1.0, 0.9, 4.0), (12.0, -30.0, 40.0), direction, source="thick")
+        node = JointSRSegNodes.new_scalar_volume_node(volume, "thick")
+        slicer.mrmlScene.AddNode(node)
+        node.CreateDefaultDisplayNodes()
+        return node, volume
+
+    def test_super_resolution_geometry(self) -> None:
+        import JointSRSegNodes
+
+        from JointSRSegLib.geometry import subdivide_grid
+
+        self.delayDisplay("Super-resolution of a synthetic thick-slice volume")
+        node, volume = self._thick_volume()
+        outputs = JointSRSegLogic().process(node, model=self.MODEL_ID, tasks=("sr",), scale=4)
+        sr = outputs["sr"]
+        self.assertEqual(sr.GetName(), "thick SR ×4")
+        self.assertTrue(JointSRSegNodes.node_grid(sr).almost_equal(subdivide_grid(volume.grid, 4, 2)))
+        self.assertEqual(sr.GetAttribute("JointSRSeg.model"), self.MODEL_ID)
+        self.assertEqual(slicer.util.arrayFromVolume(sr).shape, (32, 24, 20))
+        self.delayDisplay("Test passed")
+
+    def test_bad_input_message(self) -> None:
+        node, _ = self._thick_volume()
+        node.SetSpacing(1.0, 1.0, 1.0)
+        with self.assertRaises(InputError) as raised:
+            JointSRSegLogic().process(node, model=self.MODEL_ID, tasks=("sr",), scale=4)
+        self.assertIn("choose the axis explicitly", str(raised.exception))
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
+

@@ -1,0 +1,296 @@
+"""Checks run before any heavy work, each failing with a message that says what to change.
+
+TotalSegmentator and MONAIAuto3DSeg start the network and fail minutes later on a wrong
+channel count or an out-of-memory error; here the same problems are found in milliseconds from
+the model's ``model.json`` and the input geometry, and reported as one line the widget shows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from JointSRSegLib.errors import InputError
+from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
+from JointSRSegLib.volume import Volume
+
+BASELINES = ("bspline", "linear", "nearest", "lanczos", "contour")
+SELF_SUPERVISED = "self"
+MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
+# Working memory per output voxel and task: float32 output + the resampler's float64 copy + input share.
+BASELINE_BYTES_PER_OUTPUT_VOXEL = 16
+# Activations of a 3D transformer/U-Net per output voxel when model.json gives no figure (measured order).
+MODEL_BYTES_PER_OUTPUT_VOXEL = 200
+GIB = 1024**3
+
+
+@dataclass
+class ModelDescription:
+    """What the widget shows about a model before the user runs it."""
+
+    id: str
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    inputs: tuple[tuple[str, str], ...]  # (channel name, modality)
+    license: str = ""
+    intended_use: str = ""
+    version: str = ""
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    uncertainty: tuple[str, ...] = ()
+    expected_runtime: dict[str, Any] = field(default_factory=dict)
+    factors: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    is_baseline: bool = False
+
+    def runtime_text(self) -> str:
+        """e.g. "about 12 s on GPU (RTX 3090), about 300 s on CPU"."""
+        runtime = self.expected_runtime
+        if self.is_baseline:
+            return "seconds on CPU (no GPU needed)"
+        parts = []
+        if "seconds_per_volume" in runtime:
+            gpu = f" ({runtime['gpu']})" if runtime.get("gpu") else ""
+            parts.append(f"about {runtime['seconds_per_volume']} s on GPU{gpu}")
+        if "cpu_seconds_per_volume" in runtime:
+            parts.append(f"about {runtime['cpu_seconds_per_volume']} s on CPU")
+        return ", ".join(parts) or "not stated by the package"
+
+    def summary(self) -> str:
+        inputs = ", ".join(f"{name} ({modality})" for name, modality in self.inputs)
+        lines = [
+            self.description,
+            f"Tasks: {', '.join(self.tasks)}.  Inputs: {inputs}.",
+            f"Expected time: {self.runtime_text()}.",
+        ]
+        if self.license:
+            lines.append(f"Licence: {self.license}.")
+        if self.intended_use:
+            lines.append(f"Intended use: {self.intended_use}")
+        return "\n".join(lines)
+
+
+def describe_baseline(name: str) -> ModelDescription:
+    label_only = name == "contour"
+    return ModelDescription(
+        id=name,
+        name=name,
+        description={
+            "nearest": "Nearest-neighbour interpolation (images or label maps).",
+            "linear": "Linear interpolation.",
+            "bspline": "Cubic B-spline interpolation: the classical reference every model must beat.",
+            "lanczos": "Lanczos-3 windowed-sinc interpolation.",
+            "contour": "Morphological contour interpolation of label maps (Albu et al. 2008).",
+        }[name],
+        tasks=("sr", "interp"),
+        inputs=(("label map", "any"),) if label_only else (("image", "any"),),
+        license="Apache-2.0 (part of JointSRSeg)",
+        intended_use="Classical interpolation, a reference for the trained models. Research use only.",
+        is_baseline=True,
+    )
+
+
+def describe_self_supervised() -> ModelDescription:
+    """The library's self-supervised SR: trains on the input's own in-plane detail (SMORE-style)."""
+    return ModelDescription(
+        id=SELF_SUPERVISED,
+        name="self-supervised SR",
+        description="Self-supervised super-resolution: learns from the volume's own high-resolution "
+        "in-plane detail, so it needs no training data (Zhao et al. 2021, SMORE).",
+        tasks=("sr", "interp"),
+        inputs=(("image", "any"),),
+        license="Apache-2.0 (part of JointSRSeg)",
+        intended_use="Research use only; not for diagnosis.",
+        expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 300},
+    )
+
+
+def describe_package(package: Any) -> ModelDescription:
+    meta = package.metadata
+    return ModelDescription(
+        id=package.id,
+        name=meta["name"],
+        description=meta["description"],
+        tasks=tuple(meta["tasks"]),
+        inputs=tuple((c["name"], c["modality"]) for c in meta["inputs"]),
+        license=meta["license"],
+        intended_use=meta["intended_use"],
+        version=meta["version"],
+        labels=list(meta["labels"]),
+        uncertainty=tuple(meta["uncertainty"]),
+        expected_runtime=dict(meta["expected_runtime"]),
+        factors=tuple(package.scale.factors),
+    )
+
+
+def normalized_modality(value: str | None) -> str | None:
+    if not value:
+        return None
+    return MODALITY_ALIASES.get(value.strip().upper(), value.strip().upper())
+
+
+@dataclass
+class CheckResult:
+    """Outcome of the pre-run checks: the through-plane axis to use and non-blocking warnings."""
+
+    axis: int
+    estimated_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_request(
+    volume: Volume,
+    model: ModelDescription,
+    tasks: tuple[str, ...],
+    scale: int,
+    axis: int | str,
+    modalities: list[str | None],
+    device: str,
+    uncertainty: bool,
+    available_bytes: int | None = None,
+) -> CheckResult:
+    """Raise InputError (what to change) or return the axis, memory estimate and warnings."""
+    source = volume.source
+    if not tasks:
+        raise InputError(None, "tick at least one task (super-resolution, slice interpolation or segmentation)")
+    unsupported = [t for t in tasks if t not in model.tasks]
+    if unsupported:
+        raise InputError(
+            model.id,
+            f"this model does {', '.join(model.tasks)}, not {', '.join(unsupported)}; "
+            "choose a model that lists the task or untick it",
+        )
+    if volume.channels != len(model.inputs) and not model.is_baseline:
+        names = ", ".join(name for name, _ in model.inputs)
+        raise InputError(
+            model.id,
+            f"the model takes {len(model.inputs)} input volume(s) ({names}); {volume.channels} given -- "
+            "select one co-registered volume per input, in that order, or choose another model",
+        )
+    if model.is_baseline and volume.channels != 1:
+        raise InputError(model.id, f"classical interpolation takes one volume; {volume.channels} given")
+    for (name, expected), actual in zip(model.inputs, modalities):
+        wanted, found = normalized_modality(expected), normalized_modality(actual)
+        if wanted not in (None, "ANY") and found is not None and wanted != found:
+            raise InputError(
+                source,
+                f"input {name!r} must be {expected}, the selected volume is {actual}; "
+                "select a matching volume or a model trained on this modality",
+            )
+    factor = check_factor(scale, source)
+    if factor not in model.factors:
+        supported = ", ".join(f"×{f}" for f in model.factors)
+        raise InputError(model.id, f"the model supports scale {supported}, not ×{factor}; pick one of those")
+    if uncertainty and not model.uncertainty:
+        raise InputError(
+            model.id, "this model provides no uncertainty map; untick Uncertainty or choose a model that lists one"
+        )
+    if axis in (None, "auto"):
+        try:
+            through = through_plane_axis(volume, "auto")
+        except InputError:
+            spacing = ", ".join(f"{s:.3g}" for s in volume.spacing)
+            raise InputError(
+                source,
+                f"cannot tell the slice axis: the spacing ({spacing} mm) is nearly isotropic; "
+                "choose the axis explicitly (I, J or K) or use an anisotropic (thick-slice) volume",
+            ) from None
+    else:
+        through = through_plane_axis(volume, int(axis))
+    warnings = _geometry_warnings(volume, through, factor)
+    estimate = estimate_memory_bytes(volume, tasks, factor, model)
+    _check_memory(estimate, device, model, available_bytes)
+    return CheckResult(axis=through, estimated_bytes=estimate, warnings=warnings)
+
+
+def _geometry_warnings(volume: Volume, axis: int, factor: int) -> list[str]:
+    spacing = np.asarray(volume.spacing)
+    in_plane = float(np.delete(spacing, axis).min())
+    ratio = float(spacing[axis]) / in_plane
+    warnings = []
+    if ratio < 1.5:
+        warnings.append(
+            f"axis {'IJK'[axis]} is not clearly thicker than the others (anisotropy {anisotropy(volume.grid):.2f}); "
+            "the output will have thinner slices than the in-plane pixels"
+        )
+    elif abs(ratio - factor) / ratio > 0.35:
+        warnings.append(
+            f"slices are {ratio:.1f}× thicker than the in-plane pixels; scale ×{factor} gives "
+            f"{spacing[axis] / factor:.2f} mm slices -- ×{max(2, min(8, round(ratio)))} would make voxels isotropic"
+        )
+    return warnings
+
+
+def estimate_memory_bytes(volume: Volume, tasks: tuple[str, ...], factor: int, model: ModelDescription) -> int:
+    """Peak working memory of the run (outputs and intermediate copies), in bytes."""
+    output_voxels = int(np.prod(volume.shape)) * factor
+    per_voxel = BASELINE_BYTES_PER_OUTPUT_VOXEL if model.is_baseline else MODEL_BYTES_PER_OUTPUT_VOXEL
+    estimate = output_voxels * per_voxel * max(1, len(tasks)) + volume.array.nbytes
+    stated = model.expected_runtime.get("peak_gpu_memory_gb")
+    if isinstance(stated, (int, float)) and not model.is_baseline:
+        estimate = max(estimate, int(stated * GIB))
+    return int(estimate)
+
+
+def available_ram_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX (Windows): skip the check
+        return None
+
+
+def free_gpu_bytes() -> int | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return int(free)
+
+
+def _check_memory(estimate: int, device: str, model: ModelDescription, available: int | None) -> None:
+    on_gpu = device in ("cuda", "gpu") or (device == "auto" and not model.is_baseline and free_gpu_bytes() is not None)
+    if on_gpu:
+        free = available if available is not None else free_gpu_bytes()
+        if free is not None and estimate > free:
+            raise InputError(
+                model.id,
+                f"needs about {estimate / GIB:.1f} GiB of GPU memory, {free / GIB:.1f} GiB is free; "
+                "choose device CPU, a smaller tile size, a smaller scale factor or crop the volume (Crop Volume)",
+            )
+        return
+    free = available if available is not None else available_ram_bytes()
+    if free is not None and estimate > free:
+        raise InputError(
+            model.id,
+            f"needs about {estimate / GIB:.1f} GiB of memory, {free / GIB:.1f} GiB is free; "
+            "crop the volume (Crop Volume module), use a smaller scale factor or a smaller tile size, "
+            "or close other applications",
+        )
+
+
+def resolve_device(device: str, model: ModelDescription) -> str:
+    """The device a run will use: classical baselines always run on the CPU."""
+    if model.is_baseline or device == "cpu":
+        return "cpu"
+    if device in ("cuda", "gpu"):
+        return "cuda"
+    return "cuda" if free_gpu_bytes() is not None else "cpu"
+
+
+def describe_device(device: str) -> str:
+    """The line under Apply: which device runs, e.g. "GPU: NVIDIA H100 (80 GiB)" or "CPU (16 cores)"."""
+    if device == "cuda" and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return f"GPU: {props.name} ({props.total_memory / GIB:.0f} GiB)"
+        return "GPU requested but CUDA is not available; install a CUDA build of PyTorch (PyTorch extension)"
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    return f"CPU ({threads} threads)"

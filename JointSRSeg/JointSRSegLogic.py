@@ -1,0 +1,513 @@
+"""The JointSRSeg module logic: scene in, ``JointSRSegLib.predict``, output nodes back.
+
+Needs only slicer-core (MRML), numpy and JointSRSegLib -- no Qt -- so it runs in Slicer's
+Python console, in a ``PythonSlicer`` script and in plain pytest on a real ``vtkMRMLScene``::
+
+    logic = JointSRSegLogic()
+    nodes = logic.process(slicer.util.getNode("T2 axial"), model="bspline", tasks=("sr",), scale=4)
+    nodes["sr"]  # vtkMRMLScalarVolumeNode "T2 axial SR ×4"
+
+A run has three steps so the GUI stays responsive: :meth:`prepare` (main thread: copy voxels,
+check the request), :meth:`compute` (any thread: the network, cancellable), :meth:`importResults`
+(main thread: build every node first, then commit them in one transaction that is undone if
+anything fails, so a failed or cancelled run leaves the scene exactly as it was).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slicer
+
+
+def _make_library_importable() -> None:
+    """Helper modules sit next to this file; JointSRSegLib one level up (source tree and Slicer install)."""
+    here = Path(__file__).resolve().parent
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    for candidate in (here, here.parent, here.parent.parent):
+        if (candidate / "JointSRSegLib" / "__init__.py").is_file() and str(candidate) not in sys.path:
+            sys.path.insert(0, str(candidate))
+            return
+
+
+_make_library_importable()
+
+import JointSRSegChecks as checks  # noqa: E402
+import JointSRSegNodes as nodes  # noqa: E402
+
+from JointSRSegLib.api import CancelToken, Prediction, predict  # noqa: E402
+from JointSRSegLib.errors import CancelledError, InputError  # noqa: E402
+from JointSRSegLib.report import package_versions  # noqa: E402
+from JointSRSegLib.volume import Volume  # noqa: E402
+
+ProgressCallback = Callable[[float, str], None]
+STAGES = ("checking input", "preparing", "running", "importing results")
+TASK_LABELS = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
+DEFAULT_UNCERTAIN_THRESHOLD = 0.5
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs, copied out of the scene so ``compute`` may run in a thread."""
+
+    inputNodes: list[Any]
+    volume: Volume
+    model: checks.ModelDescription
+    modelRef: str  # what predict() takes: a baseline name, "self" or the verified package's path
+    tasks: tuple[str, ...]
+    scale: int
+    axis: int
+    device: str
+    uncertainty: bool
+    uncertaintyMethod: str
+    opacity: float
+    uncertainThreshold: float | None
+    outputNodes: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    estimatedBytes: int = 0
+
+    @property
+    def inputNode(self) -> Any:
+        return self.inputNodes[0]
+
+
+class BackgroundRun:
+    """``compute`` in a worker thread; the GUI polls ``fraction``/``stage`` and imports on the main thread.
+
+    MRML is not thread-safe, so the worker only touches numpy arrays copied by ``prepare``.
+    """
+
+    def __init__(self, logic: JointSRSegLogic, request: RunRequest):
+        self.logic, self.request = logic, request
+        self.cancelToken = CancelToken()
+        self.fraction, self.stage = 0.0, "running"
+        self.prediction: Prediction | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="JointSRSeg", daemon=True)
+
+    def start(self) -> BackgroundRun:
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.cancelToken.cancel()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive() and (self.prediction is not None or self.error is not None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done
+
+    def _report(self, fraction: float, stage: str) -> None:
+        self.fraction, self.stage = fraction, stage
+
+    def _work(self) -> None:
+        try:
+            self.prediction = self.logic.compute(self.request, self._report, self.cancelToken)
+        except BaseException as error:  # handed to the main thread, which shows it
+            self.error = error
+
+    def finish(self, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Main thread: re-raise the worker's error or import the outputs (cancellable until commit)."""
+        if self.error is not None:
+            raise self.error
+        if self.prediction is None:
+            raise RuntimeError("the run has not finished yet")
+        return self.logic.importResults(self.request, self.prediction, progress, self.cancelToken)
+
+
+class SceneTransaction:
+    """Undo log of one import: nodes added are removed and nodes changed restored on failure."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self._before: set[str] = set()
+        self._restore: list[Callable[[], None]] = []
+
+    def __enter__(self) -> SceneTransaction:
+        self._before = set(nodes.scene_node_ids(self.scene))
+        return self
+
+    def rememberVolume(self, node) -> None:
+        image, matrix = node.GetImageData(), nodes.node_ijk_to_ras(node)
+        attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames() or ()}
+
+        def restore() -> None:
+            node.SetAndObserveImageData(image)
+            node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+            _restore_attributes(node, attributes)
+
+        self._restore.append(restore)
+
+    def rememberSegmentation(self, node) -> None:
+        saved = slicer.vtkSegmentation()
+        saved.DeepCopy(node.GetSegmentation())
+        attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames() or ()}
+
+        def restore() -> None:
+            node.GetSegmentation().DeepCopy(saved)
+            _restore_attributes(node, attributes)
+
+        self._restore.append(restore)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            return False
+        for restore in reversed(self._restore):
+            restore()
+        for node_id in reversed(nodes.scene_node_ids(self.scene)):
+            if node_id not in self._before:
+                node = self.scene.GetNodeByID(node_id)
+                if node is not None:
+                    self.scene.RemoveNode(node)
+        return False
+
+
+def _restore_attributes(node, attributes: Mapping[str, str]) -> None:
+    for name in list(node.GetAttributeNames() or ()):
+        if name not in attributes:
+            node.RemoveAttribute(name)
+    for name, value in attributes.items():
+        node.SetAttribute(name, value)
+
+
+def output_name(input_name: str, key: str, scale: int) -> str:
+    """Node names users find in the Data module, e.g. ``"T2 SR ×4"``, ``"T2 segmentation"``."""
+    names = {
+        "sr": f"{input_name} SR ×{scale}",
+        "interp": f"{input_name} interpolated ×{scale}",
+        "seg": f"{input_name} segmentation",
+        "uncertainty_sr": f"{input_name} uncertainty",
+        "uncertainty_interp": f"{input_name} interpolation uncertainty",
+        "uncertainty_seg": f"{input_name} segmentation uncertainty",
+    }
+    return names.get(key, f"{input_name} {key}")
+
+
+class JointSRSegLogic:
+    """Runs JointSRSegLib on volume nodes and turns the result into nodes; no GUI needed."""
+
+    def __init__(self, scene=None):
+        self._scene = scene
+        self.predictFunction: Callable[..., Prediction] = predict
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    # ------------------------------------------------------------------ models
+
+    def availableModels(self) -> list[checks.ModelDescription]:
+        """Installed packages first (built-in, then the user's), then the classical baselines."""
+        found = []
+        try:
+            from JointSRSegLib.packaging import available_models as registry
+            from JointSRSegLib.packaging import load_package
+        except ImportError:  # torch missing: only the baselines can run until dependencies are installed
+            registry = None
+        if registry is not None:
+            for info in registry():
+                if info.source != "baseline" and info.path is not None:
+                    found.append(checks.describe_package(load_package(info.path, verify_weights=False)))
+        baselines = [checks.describe_baseline(name) for name in checks.BASELINES]
+        return found + [checks.describe_self_supervised()] + baselines
+
+    def resolveModel(self, model: str | Path) -> tuple[checks.ModelDescription, Any]:
+        """The model's description and what ``predict`` takes (baseline name or verified package)."""
+        if str(model) in checks.BASELINES:
+            return checks.describe_baseline(str(model)), str(model)
+        if str(model) == checks.SELF_SUPERVISED:
+            return checks.describe_self_supervised(), checks.SELF_SUPERVISED
+        from JointSRSegLib.packaging import resolve_model
+
+        package = resolve_model(model)  # verifies the weights' sha256 before anything runs
+        return checks.describe_package(package), str(package.path)
+
+    # ------------------------------------------------------------------ the three steps
+
+    def prepare(
+        self,
+        inputVolume: Any | Sequence[Any],
+        model: str | Path = "bspline",
+        tasks: Sequence[str] = ("sr",),
+        scale: int = 4,
+        axis: int | str = "auto",
+        device: str = "auto",
+        uncertainty: bool = False,
+        uncertaintyMethod: str = "auto",
+        opacity: float = 0.5,
+        uncertainThreshold: float | None = None,
+        outputNodes: Mapping[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> RunRequest:
+        """Main thread: check the request and copy the voxels; raises InputError with the fix."""
+        notify = progress or (lambda fraction, stage: None)
+        notify(0.0, "checking input")
+        inputs = list(inputVolume) if isinstance(inputVolume, (list, tuple)) else [inputVolume]
+        inputs = [n for n in inputs if n is not None]
+        if not inputs:
+            raise InputError(None, "select an input volume")
+        description, reference = self.resolveModel(model)
+        tasks = tuple(dict.fromkeys(t.strip().lower() for t in tasks if t.strip()))
+        notify(0.02, "preparing")
+        volume = nodes.volume_from_nodes(inputs, [name for name, _ in description.inputs])
+        modalities = [nodes.input_modality(self.scene, n) for n in inputs]
+        result = checks.check_request(
+            volume, description, tasks, scale, axis, modalities, device.lower(), uncertainty
+        )
+        return RunRequest(
+            inputNodes=inputs,
+            volume=volume,
+            model=description,
+            modelRef=reference,
+            tasks=tasks,
+            scale=int(scale),
+            axis=result.axis,
+            device=checks.resolve_device(device.lower(), description),
+            uncertainty=bool(uncertainty),
+            uncertaintyMethod=uncertaintyMethod,
+            opacity=float(opacity),
+            uncertainThreshold=uncertainThreshold,
+            outputNodes=dict(outputNodes or {}),
+            warnings=result.warnings,
+            estimatedBytes=result.estimated_bytes,
+        )
+
+    def compute(
+        self, request: RunRequest, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> Prediction:
+        """Any thread: run the model on the copied voxels (no MRML access)."""
+        notify = progress or (lambda fraction, stage: None)
+        options = {}
+        if request.uncertainty and request.uncertaintyMethod not in ("", "auto"):
+            options["uncertainty_method"] = request.uncertaintyMethod
+
+        def scaled(fraction: float, stage: str) -> None:
+            notify(0.05 + 0.85 * float(fraction), "running" if stage in ("done", "checking input") else stage)
+
+        notify(0.05, "running")
+        return self.predictFunction(
+            request.volume,
+            model=request.modelRef,
+            tasks=request.tasks,
+            scale=request.scale,
+            axis=request.axis,
+            device=request.device,
+            uncertainty=request.uncertainty,
+            progress=scaled,
+            cancel=cancel,
+            **options,
+        )
+
+    def importResults(
+        self,
+        request: RunRequest,
+        prediction: Prediction,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> dict[str, Any]:
+        """Main thread: outputs to nodes, all-or-nothing."""
+        report = prediction.report
+        model_report = report.get("model", {})
+        provenance = {
+            "model": request.model.id,
+            "modelVersion": model_report.get("version") or request.model.version or _library_version(report),
+            "weightsSha256": model_report.get("weights_sha256") or "none (classical interpolation)",
+            "device": model_report.get("device", request.device),
+            "parameters": {
+                "tasks": list(request.tasks),
+                "scale": request.scale,
+                "axis": int(request.axis),
+                "uncertainty": request.uncertainty,
+                "uncertaintyMethod": request.uncertaintyMethod,
+            },
+            "runTimeSeconds": report.get("timings_s", {}).get("total"),
+            "packageVersions": report.get("versions") or package_versions(),
+            "inputs": [n.GetName() for n in request.inputNodes],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "report": report,
+        }
+        return self.createOutputNodes(
+            request.inputNode,
+            prediction.outputs,
+            scale=request.scale,
+            labels=request.model.labels,
+            provenance=provenance,
+            opacity=request.opacity,
+            uncertainThreshold=request.uncertainThreshold,
+            outputNodes=request.outputNodes,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    # ------------------------------------------------------------------ one call for the console
+
+    def process(self, inputVolume: Any | Sequence[Any], model: str | Path = "bspline", **kwargs) -> dict[str, Any]:
+        """Synchronous run (console, scripts, tests): returns the output nodes by name.
+
+        Keyword arguments are those of :meth:`prepare` plus ``cancel`` (a ``CancelToken``).
+        """
+        cancel = kwargs.pop("cancel", None) or CancelToken()
+        progress = kwargs.get("progress")
+        started = time.perf_counter()
+        request = self.prepare(inputVolume, model=model, **kwargs)
+        prediction = self.compute(request, progress, cancel)
+        outputs = self.importResults(request, prediction, progress, cancel)
+        slicer_log(f"JointSRSeg: {model} finished in {time.perf_counter() - started:.1f} s")
+        return outputs
+
+    def describeDevice(self, device: str, model: checks.ModelDescription) -> str:
+        """The device line of the panel, e.g. "CPU (8 threads)" or "GPU: NVIDIA H100 (80 GiB)"."""
+        return checks.describe_device(checks.resolve_device(device.lower(), model))
+
+    def runInBackground(self, request: RunRequest) -> BackgroundRun:
+        return BackgroundRun(self, request).start()
+
+    # ------------------------------------------------------------------ nodes
+
+    def createOutputNodes(
+        self,
+        inputNode,
+        outputs: Mapping[str, Volume],
+        scale: int,
+        labels: Sequence[Mapping[str, Any]] = (),
+        provenance: Mapping[str, Any] | None = None,
+        opacity: float = 0.5,
+        uncertainThreshold: float | None = None,
+        outputNodes: Mapping[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> dict[str, Any]:
+        """Create or update one node per output volume; a failure or cancel undoes everything.
+
+        ``outputs`` uses ``predict``'s keys (sr, interp, seg, uncertainty_sr, uncertainty_seg);
+        ``labels`` is the package's label list (value, name, colour, optional snomed).
+        """
+        notify = progress or (lambda fraction, stage: None)
+        token = cancel or CancelToken()
+        scene = self.scene
+        explicit = dict(outputNodes or {})
+        notify(0.9, "importing results")
+        token.raise_if_cancelled()
+        result: dict[str, Any] = {}
+        with SceneTransaction(scene) as transaction:
+            for index, key in enumerate(sorted(outputs, key=_output_order)):
+                token.raise_if_cancelled()
+                name = output_name(inputNode.GetName(), key, scale)
+                node = explicit.get(key) or nodes.find_output_node(
+                    scene, _class_of(key), name, key, inputNode
+                )
+                result[key] = self._writeOutput(transaction, node, key, name, outputs[key], labels, result)
+                node = result[key]
+                node.SetAttribute(nodes.ROLE_ATTRIBUTE, key)
+                node.SetAttribute(nodes.SOURCE_ATTRIBUTE, inputNode.GetID())
+                nodes.set_provenance(node, dict(provenance or {}, output=key))
+                nodes.place_next_to(scene, node, inputNode)
+                if inputNode.GetParentTransformNode() is not None:  # outputs live in the input's frame
+                    node.SetAndObserveTransformNodeID(inputNode.GetParentTransformNode().GetID())
+                notify(0.9 + 0.1 * (index + 1) / max(1, len(outputs)), "importing results")
+            self._addUncertainVoxels(transaction, inputNode, result, outputs, uncertainThreshold)
+            self._display(inputNode, result, opacity)
+        notify(1.0, "done")
+        return result
+
+    def _writeOutput(self, transaction, node, key, name, volume, labels, written) -> Any:
+        scene = self.scene
+        if key == "seg":
+            if node is None:
+                node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+                node.CreateDefaultDisplayNodes()
+            else:
+                transaction.rememberSegmentation(node)
+            reference = written.get("sr") or written.get("interp")
+            grid = nodes.node_grid(reference) if reference is not None else volume.grid
+            nodes.fill_segmentation(node, volume, labels, grid)
+            return node
+        fresh = nodes.new_scalar_volume_node(volume, name)
+        if node is None:
+            scene.AddNode(fresh)
+            return fresh
+        transaction.rememberVolume(node)
+        node.SetAndObserveImageData(fresh.GetImageData())
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(nodes.node_ijk_to_ras(fresh)))
+        return node
+
+    def _addUncertainVoxels(self, transaction, inputNode, result, outputs, threshold) -> None:
+        key = next((k for k in ("uncertainty_seg", "uncertainty_sr", "uncertainty_interp") if k in outputs), None)
+        if threshold is None or key is None:
+            return
+        target = result.get("seg")
+        if target is None:
+            name = f"{inputNode.GetName()} uncertain voxels"
+            target = nodes.find_output_node(self.scene, "vtkMRMLSegmentationNode", name, "uncertain", inputNode)
+            if target is None:
+                target = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+                target.CreateDefaultDisplayNodes()
+                target.SetAttribute(nodes.ROLE_ATTRIBUTE, "uncertain")
+                target.SetAttribute(nodes.SOURCE_ATTRIBUTE, inputNode.GetID())
+                nodes.place_next_to(self.scene, target, inputNode)
+            else:
+                transaction.rememberSegmentation(target)
+            nodes.set_reference_geometry(target, outputs[key].grid)
+            result["uncertain"] = target
+        nodes.add_uncertain_voxels_segment(target, outputs[key], float(threshold))
+
+    def _display(self, inputNode, result: Mapping[str, Any], opacity: float) -> None:
+        """SR (or interpolated) volume as background, uncertainty as foreground, segmentation on top."""
+        background = result.get("sr") or result.get("interp")
+        for key in ("sr", "interp"):
+            if key in result:
+                nodes.copy_display(inputNode, result[key])
+        uncertainty_keys = [k for k in ("uncertainty_sr", "uncertainty_interp", "uncertainty_seg") if k in result]
+        for key in uncertainty_keys:
+            nodes.show_uncertainty(result[key])
+        foreground = result[uncertainty_keys[0]] if uncertainty_keys else None
+        if background is not None or foreground is not None:
+            nodes.show_in_slice_views(self.scene, background, foreground, opacity)
+
+    def setOverlayOpacity(self, opacity: float) -> None:
+        """Live opacity slider: only the slice views' foreground opacity changes."""
+        for composite in nodes._nodes_of_class(self.scene, "vtkMRMLSliceCompositeNode"):
+            composite.SetForegroundOpacity(float(opacity))
+
+
+def _output_order(key: str) -> int:
+    """Volumes before the segmentation (its reference geometry is the SR grid), uncertainty last."""
+    return {"sr": 0, "interp": 1, "seg": 2}.get(key, 3)
+
+
+def _class_of(key: str) -> str:
+    return "vtkMRMLSegmentationNode" if key == "seg" else "vtkMRMLScalarVolumeNode"
+
+
+def _library_version(report: Mapping[str, Any]) -> str:
+    return f"jointsrseg {report.get('versions', {}).get('jointsrseg', 'unknown')}"
+
+
+def slicer_log(message: str) -> None:
+    """Console log in Slicer (and in scripts); quiet under pytest."""
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        print(message)
+
+
+__all__ = [
+    "BackgroundRun",
+    "CancelToken",
+    "CancelledError",
+    "InputError",
+    "JointSRSegLogic",
+    "RunRequest",
+    "SceneTransaction",
+    "output_name",
+]
