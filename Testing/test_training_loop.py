@@ -1,0 +1,206 @@
+"""Training loop, configs, export: every tiny config trains a few steps on the MNI sample.
+
+The three architectures the inference engine serves (SwinSR-UNETR, TASC-SwinMT, RDST) are
+exported and run through ``jointsrseg run``; REHRSeg and the disentangled SR train and
+checkpoint.  Runs are a few steps on 48x48x24-sized patches, single-threaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from JointSRSegLib.cli import main as cli_main
+from JointSRSegLib.packaging import load_package
+from training.config import SCHEMA, ConfigError, options_help, resolve
+from training.engine.checkpoint import LAST, load_checkpoint
+from training.engine.loop import TrainingError, run_training
+from training.export import export_run
+from training.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "training" / "configs"
+SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
+FAST = ["train.progress=false", "run.threads=1", "train.previews=false"]
+
+
+def tiny(name: str, tmp_path: Path, *overrides: str) -> dict:
+    return resolve(CONFIGS / f"{name}.yaml", [f"run.out_dir={tmp_path}", *FAST, *overrides])
+
+
+def three_stage_rdst(steps=(1, 2, 1)) -> list[str]:
+    stages = (f"stages=[{{name: unet, steps: {steps[0]}, loss: {{objective: unet}}}}, "
+              f"{{name: l1, steps: {steps[1]}}}, {{name: finetune, steps: {steps[2]}, lr: 1.0e-3, "
+              f"loss: {{objective: sr, perceptual_terms: [E1]}}}}]")
+    return [stages, f"train.max_steps={sum(steps)}"]
+
+
+@pytest.fixture(scope="module")
+def lr_volume(tmp_path_factory) -> Path:
+    """A 48x48x6 thick-slice (x4 along axis 2) crop of the MNI T1: small enough for seconds of inference."""
+    folder = tmp_path_factory.mktemp("lr")
+    image = nib.load(str(SAMPLE))
+    hr = np.asarray(image.dataobj)[50:98, 60:108, 60:84].astype(np.float32)
+    affine = image.affine.copy()
+    affine[:3, 2] *= 4
+    path = folder / "lr.nii.gz"
+    nib.save(nib.Nifti1Image(hr.reshape(48, 48, 6, 4).mean(-1).astype(np.uint8), affine), str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_overrides_types_and_errors_name_the_key(tmp_path):
+    cfg = tiny("swinsr_unetr_tiny", tmp_path, "optim.lr=2e-4", "data.patch_size=[32, 32, 16]", "loss.aleatoric=true")
+    assert cfg["optim"]["lr"] == 2e-4 and cfg["data"]["patch_size"] == [32, 32, 16]
+    assert cfg["loss"] == {"aleatoric": True}
+    with pytest.raises(ConfigError, match="unknown key 'optim.lrr'.*optim.lr"):
+        resolve(CONFIGS / "swinsr_unetr_tiny.yaml", ["optim.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {max_steps: many}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.max_steps must be an integer"):
+        resolve(bad)
+    help_text = options_help()
+    assert all(key in help_text for key in SCHEMA)
+
+
+def test_every_config_resolves_and_stages_add_up():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = resolve(path)
+        if cfg["stages"]:
+            assert sum(s["steps"] for s in cfg["stages"]) == cfg["train"]["max_steps"], path.name
+
+
+# --------------------------------------------------------------------------- train, export, run
+
+
+@pytest.mark.parametrize(
+    ("name", "tasks", "extra"),
+    [
+        ("swinsr_unetr_tiny", "sr,seg", ["train.max_steps=3", "train.steps_per_epoch=3"]),
+        ("tasc_swinmt_tiny", "interp,seg", ["train.max_steps=3", "train.steps_per_epoch=3"]),
+        ("rdst_tiny", "sr", [*three_stage_rdst(), "train.steps_per_epoch=4"]),
+    ],
+)
+def test_tiny_config_trains_exports_and_runs(tmp_path, lr_volume, name, tasks, extra):
+    summary = run_training(tiny(name, tmp_path, *extra))
+    run_dir = Path(summary["run_dir"])
+    assert summary["step"] == summary["history"][-1]["step"] and summary["stopped"] == "completed"
+    for file in ("config.yaml", LAST, "best.pt", "splits.json", "metrics.csv", "summary.json"):
+        assert (run_dir / file).is_file(), file
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert {"psnr", "ssim"} <= {r["metric"] for r in rows if r["split"] == "validation"}
+    package = export_run(run_dir, tmp_path / "package")
+    meta = load_package(package).metadata
+    assert meta["training_config"]["model"]["architecture"] == name.replace("_tiny", "")
+    assert meta["metrics"]["validation"]["psnr"] == pytest.approx(summary["best"]["metrics"]["psnr"])
+    if "seg" in tasks:
+        assert [label["name"] for label in meta["labels"]] == ["Grey matter", "White matter"]
+    out = tmp_path / "out"
+    code = cli_main(["run", "--input", str(lr_volume), "--model", str(package), "--tasks", tasks,
+                     "--scale", "4", "--out-dir", str(out)])
+    assert code == 0
+    first = tasks.split(",")[0]
+    produced = nib.load(str(out / f"{first}.nii.gz")).shape
+    assert produced == ((48, 48, 24) if first == "sr" else (48, 48, 21))
+    assert (out / "seg.nii.gz").is_file() == ("seg" in tasks)
+    if name == "swinsr_unetr_tiny":  # evaluate.py: model vs baseline on the sample's test slab
+        from training.evaluate import main as evaluate_main
+
+        report = tmp_path / "evaluation"
+        assert evaluate_main(["--model", str(package), "--data", "sample", "--baselines", "linear",
+                              "--crop", "48", "48", "24", "--out", str(report)]) == 0
+        rows = list(csv.DictReader((report / "results.csv").open()))
+        assert [r["method"] for r in rows] == [meta["id"], "linear"] and float(rows[1]["psnr"]) > 20
+        assert rows[0]["dice"] and (report / "psnr.png").is_file() and (report / "results.md").is_file()
+
+
+@pytest.mark.parametrize("name", ["rehrseg_tiny", "disentangled_sr_tiny"])
+def test_multi_network_configs_train_and_checkpoint(tmp_path, name):
+    stages = {"rehrseg_tiny": "stages=[{name: self_sr, steps: 2, loss: {objective: self_sr}}, "
+                              "{name: segmentation, steps: 1, loss: {objective: segmentation}}]",
+              "disentangled_sr_tiny": "stages=[{name: vit, steps: 1, loss: {objective: vit}}, "
+                                      "{name: autoencoder, steps: 1, loss: {objective: autoencoder}}, "
+                                      "{name: sr, steps: 1, loss: {objective: sr}}]"}[name]
+    steps = 3
+    summary = run_training(tiny(name, tmp_path, stages, f"train.max_steps={steps}", "train.steps_per_epoch=2"))
+    checkpoint = load_checkpoint(Path(summary["run_dir"]) / LAST)
+    assert checkpoint["step"] == steps and checkpoint["stage_index"] == 1 + (name != "rehrseg_tiny")
+    stages_logged = {r["stage"] for r in csv.DictReader((Path(summary["run_dir"]) / "metrics.csv").open())}
+    assert len(stages_logged) == (2 if name == "rehrseg_tiny" else 3)
+
+
+# --------------------------------------------------------------------------- loop behaviour
+
+
+def test_tiny_model_loss_decreases_on_a_fixed_problem(tmp_path):
+    """RDST tiny fits one fixed batch of planes: the L1 loss falls by more than half."""
+    from monai.transforms import Compose
+
+    from training.engine.data import SeededSamples, cached_cases, prepare_cases
+    from training.tasks import adapter_class
+
+    cfg = tiny("rdst_tiny", tmp_path, "augment.enabled=false", "stages=[]", "train.max_steps=1")
+    cases, info = prepare_cases(cfg, tmp_path)
+    adapter = adapter_class("rdst")(cfg, info, torch.device("cpu"))
+    samples = SeededSamples(cached_cases(cfg, cases, info, tmp_path, "train"),
+                            Compose(adapter.train_transforms("train")), seed=0)
+    batch = torch.utils.data.default_collate([samples[(0, 0)], samples[(0, 1)]])
+    optimizer = torch.optim.Adam(adapter.network.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss, _ = adapter.training_loss(batch, "train", 0)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses[::8]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    common = ["train.max_steps=5", "train.steps_per_epoch=4", "train.checkpoint_every=2", "data.batch_size=1"]
+    full = run_training(tiny("tasc_swinmt_tiny", tmp_path, "run.name=full", *common))
+    interrupted = tiny("tasc_swinmt_tiny", tmp_path, "run.name=killed", *common)
+    run_training(interrupted, stop_at_step=3)  # "killed" mid-epoch: step 3 ran but was never saved
+    assert load_checkpoint(tmp_path / "killed" / LAST)["step"] == 2
+    resumed = run_training(interrupted, resume_dir=tmp_path / "killed")
+    a = load_checkpoint(Path(full["run_dir"]) / LAST)
+    b = load_checkpoint(Path(resumed["run_dir"]) / LAST)
+    assert a["step"] == b["step"] == 5
+    for key, value in a["modules"].items():
+        torch.testing.assert_close(value, b["modules"][key], rtol=1e-5, atol=1e-6, msg=key)
+    assert [h["psnr"] for h in full["history"]] == pytest.approx([h["psnr"] for h in resumed["history"]])
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path, capsys):
+    cfg = tiny("tasc_swinmt_tiny", tmp_path, "train.max_steps=1", "train.val_every=0")
+    run_training(cfg)
+    with pytest.raises(TrainingError, match="already exists"):
+        run_training(cfg)
+    assert train_main(["--resume", str(tmp_path / "missing")]) == 2
+    assert "config.yaml: not found" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_naming_step_and_batch(tmp_path, monkeypatch):
+    from training.tasks.interp2d import Interp2DAdapter
+
+    original = Interp2DAdapter.training_loss
+
+    def poisoned(self, batch, stage, step):
+        loss, parts = original(self, batch, stage, step)
+        return (loss * float("nan") if step >= 2 else loss), parts
+
+    monkeypatch.setattr(Interp2DAdapter, "training_loss", poisoned)
+    cfg = tiny("tasc_swinmt_tiny", tmp_path, "train.max_steps=4", "train.checkpoint_every=1", "train.val_every=0")
+    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 3 .*samples \(step, slot\) \(2, 0\), "
+                                            r"\(2, 1\).*last good checkpoint"):
+        run_training(cfg)
+    assert load_checkpoint(tmp_path / "tasc_swinmt_tiny" / LAST)["step"] == 2
+    assert json.loads((tmp_path / "tasc_swinmt_tiny" / "splits.json").read_text())["train"]

@@ -1,0 +1,1 @@
+"""The training engine: loop, checkpoints, distributed helpers, logging, schedules, validation."""

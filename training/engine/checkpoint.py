@@ -1,0 +1,63 @@
+"""Atomic checkpoints that restore a run exactly: modules, optimizer, scaler, scheduler, RNGs, step.
+
+The data order needs no saved state: every sample is seeded by ``(seed, step, slot)``
+(:mod:`training.engine.data`), so restoring the step restores it.  Files are written to a hidden
+temporary sibling and renamed, so a run killed while saving keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomically(payload: dict, path: Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (atomic on POSIX/NTFS)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            torch.save(payload, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; checkpoints are shared like any output
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint of this training code (pickled RNG states need ``weights_only=False``:
+    only load checkpoints you wrote)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or foreign file
+        raise ValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None

@@ -1,0 +1,140 @@
+"""What the training loop asks of an architecture family (one adapter per family).
+
+An adapter owns every stateful module of a run (networks and loss modules with parameters,
+e.g. Kendall log-variances) in ``self.modules`` so one checkpoint holds them all, and answers:
+which random transforms make a training sample, which parameters a stage optimises, how a batch
+becomes a loss, and how a whole validation case is predicted -- by the inference engine's own
+functions, so validation measures what ``jointsrseg run`` will do.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from JointSRSegLib.models import build
+from training.data import MakeLRHRPaird, RandAlignedCropd, SynthesizeImageFromLabels, hr_augmentations
+from training.tasks.transforms import CentreCropd, RandSynthesisd, SelectKeysd, ToLabelTensord
+
+
+class TaskAdapter(ABC):
+    """Base adapter: one network ``modules["net"]`` and a criterion ``modules["criterion"]``."""
+
+    architectures: tuple[str, ...] = ()
+    uses_labels = True
+
+    def __init__(self, cfg: dict, info, device: torch.device):
+        self.cfg, self.info, self.device = cfg, info, device
+        self.protocol = cfg["data"]["protocol"]
+        self.factor = cfg["data"]["factor"]
+        self.loss_options: dict[str, Any] = dict(cfg["loss"])
+        self.modules = nn.ModuleDict()
+        self.setup()
+        self.modules.to(device)
+
+    # ------------------------------------------------------------------ construction
+    @abstractmethod
+    def setup(self) -> None:
+        """Build ``self.modules`` (networks and loss modules)."""
+
+    def build_network(self, **data_overrides: Any) -> nn.Module:
+        """The registry network: preset, then the config's overrides, then what the data dictates."""
+        model = self.cfg["model"]
+        return build(model["architecture"], model["preset"], **{**model["overrides"], **data_overrides})
+
+    @property
+    def network(self) -> nn.Module:
+        return self.modules["net"]
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        return [p for p in self.modules.parameters() if p.requires_grad]
+
+    def start_stage(self, stage: str, stage_options: Mapping) -> None:
+        """Apply a stage's loss options (two-stage schedules switch losses here); default: none to apply."""
+        return None
+
+    # ------------------------------------------------------------------ data
+    def patch_transforms(self, patch_size, protocol: str | None = None, labels: bool = True) -> list:
+        """Aligned random HR patch -> augmentation -> optional synthesis -> LR/HR pair by the protocol."""
+        protocol = protocol or self.protocol
+        aug = self.cfg["augment"]
+        keys = ["image", "label"] if labels else ["image"]
+        transforms: list = [RandAlignedCropd(keys, patch_size, self.factor, protocol, axis=2,
+                                             allow_missing_keys=True)]
+        if aug["enabled"]:
+            transforms.append(hr_augmentations(
+                "image", "label" if labels else [], flip_prob=aug["flip_prob"], affine_prob=aug["affine_prob"],
+                noise_prob=aug["intensity_prob"], bias_prob=aug["intensity_prob"], gamma_prob=aug["intensity_prob"]))
+        if labels and aug["synthesis_prob"] > 0:
+            transforms.append(RandSynthesisd(aug["synthesis_prob"], SynthesizeImageFromLabels(background_zero=True)))
+        transforms.append(ToLabelTensord(["label"]))
+        transforms.append(MakeLRHRPaird(protocol, self.factor, axis=2, label_key="label" if labels else None,
+                                        inplane_noise_std=0.01 if protocol == "inplane" else 0.0))
+        return transforms
+
+    def train_transforms(self, stage: str) -> list:
+        keys = ["lr_image", "hr_image"] + (["hr_label"] if self.uses_labels else [])
+        return [*self.patch_transforms(self.cfg["data"]["patch_size"], labels=self.uses_labels), SelectKeysd(keys)]
+
+    def validation_transforms(self) -> list:
+        """Deterministic: centred crop, then the protocol's LR version (seed 0 for in-plane noise)."""
+        pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label",
+                             inplane_noise_std=0.01 if self.protocol == "inplane" else 0.0)
+        pair.set_random_state(seed=0)
+        return [CentreCropd(self.cfg["data"]["val_crop"]), ToLabelTensord(["label"]), pair]
+
+    def collate(self, items: list[dict]) -> dict:
+        return torch.utils.data.default_collate(items)
+
+    # ------------------------------------------------------------------ training
+    @abstractmethod
+    def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss of one batch and its parts (floats, for logging)."""
+
+    def before_backward(self, loss: torch.Tensor) -> None:
+        """GradNorm sets its weights' gradients here."""
+        return None
+
+    def after_step(self) -> None:
+        """GradNorm renormalises its weights here."""
+        return None
+
+    def end_epoch(self) -> None:
+        """DWA updates its weights from the epoch's losses here."""
+        return None
+
+    # ------------------------------------------------------------------ validation and export
+    @abstractmethod
+    def predict_case(self, case: dict) -> dict[str, np.ndarray]:
+        """``{"image": (C, X, Y, Z) or None, "labels": (X, Y, Z) class indices or None}`` on the HR grid."""
+
+    def export_network(self) -> nn.Module:
+        return self.network
+
+    @abstractmethod
+    def export_metadata(self) -> dict[str, Any]:
+        """``tasks``, ``scale``, ``protocol`` and ``uncertainty`` of the exported package."""
+
+
+def labels_from_logits(logits: torch.Tensor) -> np.ndarray:
+    """Class indices from ``(K, ...)`` logits (K = 1: sigmoid foreground)."""
+    if logits.shape[0] == 1:
+        return (logits[0] > 0).numpy().astype(np.uint8)
+    return logits.argmax(0).numpy().astype(np.uint8)
+
+
+def as_parts(parts: Mapping[str, Any]) -> dict[str, float]:
+    """Detached loss parts as floats for logging (tensors with one value only)."""
+    out = {}
+    for key, value in parts.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.detach().float().item()
+        out[key] = float(value)
+    return out

@@ -1,0 +1,135 @@
+"""REHRSeg two-stage training (Song et al., Sec. 3.2-3.6, 4.2): self-SR, then segmentation.
+
+Stage ``self_sr`` -- the SR network learns from the LR scan alone: an in-plane axis of the
+(annotated) LR patch is degraded by the protocol (``SelfSupervisedPaird``) and moved last, the
+network restores it; ``REHRSegSRLoss`` switches the uncertainty-aware L1 (Eq. 6) on for the final
+``loss.uncertainty_steps`` of the stage (paper: 20k of 150k).
+Stage ``segmentation`` -- the frozen SR network super-resolves the LR patch with its labels; its
+HR annotation is the pseudo HR label, its uncertainty (decimated to the LR grid) weights the LR
+cross-entropy (Eq. 7) and its features are distilled into the segmenter (Eqs. 8-10).  The
+segmenter reads the real LR patch (the inference input) rather than re-decimated pseudo images.
+In sample mode the "LR scans" are thick-slice versions of the HR patches; HR images never
+enter the losses.  The exported package is the segmenter (``rehrseg_seg``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.transforms import Transform
+
+from JointSRSegLib.inference.sliding import sliding_window_predict
+from JointSRSegLib.losses.rehrseg import REHRSegSegmentationLoss, REHRSegSRLoss, decimate_slices
+from JointSRSegLib.models import build
+from training.data import SelfSupervisedPaird
+from training.tasks.base import TaskAdapter, as_parts, labels_from_logits
+from training.tasks.joint3d import lr_patch_size
+from training.tasks.transforms import SelectKeysd
+
+OBJECTIVES = ("self_sr", "segmentation")
+
+
+class LRScanAsImaged(Transform):
+    """The simulated LR scan (``lr_image``/``lr_label``) becomes the case image for self-supervision."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d["image"], d["label"] = d.pop("lr_image"), d.pop("lr_label")
+        return d
+
+
+class DegradedAxisLastd(Transform):
+    """Move the self-supervision's degraded in-plane axis last, where ``REHRSegSR`` upsamples."""
+
+    def __call__(self, data):
+        d = dict(data)
+        axis = int(d["axis"])
+        for key in ("lr_image", "target_image", "target_label", "lr_label"):
+            d[key] = torch.movedim(torch.as_tensor(d[key]), axis + 1, -1).contiguous()
+        return d
+
+
+def to_signed(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1], the range of REHRSeg's tanh image branch."""
+    return x * 2.0 - 1.0
+
+
+class REHRSegAdapter(TaskAdapter):
+    """``rehrseg_sr`` + ``rehrseg_seg`` trained in two stages (``stages[*].loss.objective``)."""
+
+    architectures = ("rehrseg_sr",)
+
+    def setup(self) -> None:
+        if self.protocol != "sr":
+            raise ValueError(f"REHRSeg is trained for thick slices: data.protocol must be sr, not {self.protocol!r}")
+        preset = self.cfg["model"]["preset"]
+        k = self.info.num_classes
+        self.modules["sr"] = self.build_network(in_channels=self.info.in_channels, num_classes=k, scale=self.factor,
+                                                slice_axis=2)
+        self.modules["seg"] = build("rehrseg_seg", preset, **dict(self.loss_options.get("segmenter_overrides", {})),
+                                    in_channels=self.info.in_channels, num_classes=k, scale=(1, 1, self.factor))
+        seg_features = self.modules["seg"].jointsrseg_config["config"]["features"][0]
+        sr_features = self.modules["sr"].jointsrseg_config["config"]["features"][0]
+        self.modules["seg_criterion"] = REHRSegSegmentationLoss(
+            seg_features, sr_features, correlation_normalize_by=self.loss_options.get("correlation_normalize_by",
+                                                                                      "pairs"))
+        self.sr_criterion = REHRSegSRLoss()
+        self.objective = "self_sr"
+
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.modules["seg"]
+
+    def start_stage(self, stage: str, stage_options) -> None:
+        options = {**self.loss_options, **dict(stage_options.get("loss") or {})}
+        self.objective = options.get("objective", stage)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"stage {stage!r}: loss.objective must be one of {', '.join(OBJECTIVES)}")
+        steps = int(stage_options["steps"])
+        self.sr_criterion = REHRSegSRLoss(steps, min(steps, int(options.get("uncertainty_steps", steps // 7))))
+        self.modules["sr"].requires_grad_(self.objective == "self_sr")
+
+    def stage_parameters(self, stage: str) -> list:
+        if self.objective == "self_sr":
+            return list(self.modules["sr"].parameters())
+        return list(self.modules["seg"].parameters()) + list(self.modules["seg_criterion"].parameters())
+
+    def train_transforms(self, stage: str) -> list:
+        base = self.patch_transforms(self.cfg["data"]["patch_size"])
+        if self.objective == "segmentation":
+            return [*base, SelectKeysd(["lr_image", "lr_label"])]
+        return [*base, LRScanAsImaged(), SelfSupervisedPaird("sr", self.factor, slice_axis=2), DegradedAxisLastd(),
+                SelectKeysd(["lr_image", "target_image", "target_label", "lr_label"])]
+
+    def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.objective == "self_sr":
+            enabled = self.sr_criterion.set_iteration(step)
+            outputs = self.modules["sr"](to_signed(batch["lr_image"]), batch["lr_label"])
+            parts = self.sr_criterion(outputs, to_signed(batch["target_image"]), batch["target_label"])
+            return parts["loss"], {**as_parts(parts), "uncertainty_on": float(enabled)}
+        with torch.no_grad():
+            teacher = self.modules["sr"].eval()(to_signed(batch["lr_image"]), batch["lr_label"])
+        pseudo_hr = teacher["seg"].argmax(1, keepdim=True)
+        # The SR grid's HR slice iR + floor(R/2) is the one nearest LR slice i's centre.
+        uncertainty = decimate_slices(teacher["sr_uncertainty"], self.factor, 2, self.factor // 2)
+        outputs = self.modules["seg"](batch["lr_image"])
+        parts = self.modules["seg_criterion"](outputs, batch["lr_label"], pseudo_hr, uncertainty, teacher["features"])
+        return parts["loss"], as_parts(parts)
+
+    def predict_case(self, case: dict) -> dict[str, Any]:
+        lr = case["lr_image"].float()
+        if self.objective == "self_sr":
+            net = self.modules["sr"].eval()
+            out = net(to_signed(lr[None]).to(self.device), case["lr_label"][None].to(self.device))
+            image = ((out["sr"][0].cpu() + 1.0) / 2.0).numpy()
+            return {"image": image, "labels": labels_from_logits(out["seg"][0].cpu())}
+        roi = lr_patch_size(self.cfg["data"]["patch_size"], "sr", self.factor)
+        out = sliding_window_predict(self.modules["seg"].eval(), lr[None], roi, ("seg",), self.device)
+        return {"image": None, "labels": labels_from_logits(out["seg"][0])}
+
+    def export_network(self) -> torch.nn.Module:
+        return self.modules["seg"]
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {"tasks": ["seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": ["seg_entropy"]}
