@@ -259,3 +259,17 @@ def test_batch_resumes_and_shards(tmp_path, capsys):
     assert "skip (done): case1.nii.gz" in log and "done: case0.nii.gz" in log and "done: case2.nii.gz" in log
     for i in range(3):
         assert (out / f"case{i}" / "sr.nii.gz").exists() and (out / f"case{i}" / "report.json").exists()
+
+
+def test_self_supervised_mode_through_the_cli(tmp_path, capsys):
+    path = _anisotropic(tmp_path, shape=(24, 22, 6))
+    out = tmp_path / "self"
+    code = main(["run", "--input", str(path), "--tasks", "sr", "--scale", "4", "--model", "self",
+                 "--time-budget", "4", "--out-dir", str(out)])
+    assert code == 0
+    sr = read_volume(out / "sr.nii.gz")
+    assert sr.grid.almost_equal(subdivide_grid(read_volume(path).grid, 4, 2), tol=1e-5)
+    report = json.loads((out / "report.json").read_text())
+    training = report["model"]["training"]["sr"]
+    assert report["model"]["id"] == "self"
+    assert training["training"]["steps"] > 0 and len(training["training"]["curve"]) > 0
