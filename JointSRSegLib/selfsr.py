@@ -33,6 +33,7 @@ TRAIN_FRACTION = (0.05, 0.85)  # progress range spent in training; inference tak
 INFERENCE_SAFETY = 1.5  # reserve this multiple of the measured inference time
 MEMORY_BUDGET_BYTES = 256 * 2**20  # activations of one inference batch
 CURVE_POINTS = 200
+PLANE_SPREAD_SCALE = 0.05  # spread (normalised units) that maps to uncertainty 0.5, as in uncertainty.py
 DEFAULTS = {"batch_size": 16, "patch_hr": 48, "learning_rate": 1e-3, "network": "cnn"}
 
 
@@ -98,11 +99,17 @@ def _apply(
     device: torch.device,
     cancel=None,
     progress: Callable[[float], None] | None = None,
-) -> np.ndarray:
-    """Run ``net`` along ``axis`` on both planes containing it and average (C, I, J, K_out)."""
+    keep_first: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run ``net`` along ``axis`` on both planes containing it and average (C, I, J, K_out).
+
+    With ``keep_first`` the first plane family's prediction is returned too, so the caller can
+    measure where the two families disagree (the uncertainty of the fusion).
+    """
     shape = list(norm.shape)
     shape[axis + 1] = n_out
     fused = np.zeros(shape, dtype=np.float32)
+    first = None
     stacks = _plane_stacks(norm, axis)
     total = sum(s.shape[0] for _, s in stacks)
     done = 0
@@ -118,7 +125,9 @@ def _apply(
             done += y.shape[0]
             if progress is not None:
                 progress(done / total)
-    return fused
+        if keep_first and first is None:
+            first = 2.0 * fused  # the first family alone (it was added with weight 0.5)
+    return fused, first
 
 
 def _estimate_inference_seconds(net: nn.Module, norm: np.ndarray, axis: int, device: torch.device) -> float:
@@ -154,6 +163,7 @@ def self_supervised_sr(
     cancel=None,
     device: str = "cpu",
     max_steps: int | None = None,
+    uncertainty_out: dict | None = None,
     **options,
 ) -> tuple[Volume, dict]:
     """Super-resolve (``protocol="sr"``) or interpolate (``"interp"``) ``volume`` along voxel
@@ -162,7 +172,8 @@ def self_supervised_sr(
     Returns the output on ``subdivide_grid`` / ``insert_grid`` (interp: acquired slices copied
     exactly) and a report with the network configuration, steps, timings and training curve.
     ``options``: ``network`` ("cnn" or "rdst"), ``batch_size``, ``patch_hr``, ``learning_rate``,
-    ``network_options`` (dict passed to the network builder).
+    ``network_options`` (dict passed to the network builder).  Pass a dict as ``uncertainty_out``
+    to receive ``"uncertainty_sr"``: where the two plane families disagree, mapped to [0, 1].
     """
     started = time.perf_counter()
     notify = _Progress(progress)
@@ -249,14 +260,25 @@ def self_supervised_sr(
     infer_start = time.perf_counter()
     n_out = grid.size[axis]
     span = 1.0 - TRAIN_FRACTION[1]
-    fused = _apply(net, norm, axis, n_out, torch_device, cancel,
-                   lambda f: notify(TRAIN_FRACTION[1] + 0.95 * span * f, "self-SR: applying the network"))
+    fused, first = _apply(net, norm, axis, n_out, torch_device, cancel,
+                          lambda f: notify(TRAIN_FRACTION[1] + 0.95 * span * f, "self-SR: applying the network"),
+                          keep_first=uncertainty_out is not None)
     out = fused * scale[:, None, None, None].astype(np.float32) + lo[:, None, None, None].astype(np.float32)
     out = out.astype(np.float32)
     if protocol == "interp":  # the acquired slices are data, not predictions
         index = [slice(None)] * 4
         index[axis + 1] = slice(0, None, factor)
         out[tuple(index)] = volume.array.astype(np.float32)
+    if uncertainty_out is not None:
+        # The two plane families are independent estimates: their spread (|a - b| / 2 in normalised
+        # units, 1 = the robust intensity range) is mapped to [0, 1] like any sample spread.
+        spread = np.abs(first - fused).max(axis=0)
+        unit = (spread / (spread + PLANE_SPREAD_SCALE)).astype(np.float32)
+        if protocol == "interp":
+            index = [slice(None)] * 3
+            index[axis] = slice(0, None, factor)
+            unit[tuple(index)] = 0.0  # acquired slices are data
+        uncertainty_out["uncertainty_sr"] = Volume.from_grid(unit[None], grid, source=volume.source)
     infer_seconds = time.perf_counter() - infer_start
     _check_cancel(cancel)
     notify(1.0, "self-SR: done")

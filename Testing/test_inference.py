@@ -149,3 +149,21 @@ def test_cancellation_stops_the_run_and_nothing_is_written(packages, tmp_path):
         write_outputs(out_dir, result.outputs, "nii.gz", result.report)
     assert not out_dir.exists()
     assert sum(s.startswith("running") for s in stages) == 1  # stopped after the first window
+
+
+def test_uncertainty_is_higher_where_the_input_is_ambiguous():
+    """Self-SR on a smooth volume whose second half carries strong noise: the two plane families
+    disagree there, so the SR uncertainty is higher on that half (and everything stays in [0, 1])."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.mgrid[:32, :32, :8].astype(np.float32)
+    image = 100 + 40 * np.sin(x / 5.0) * np.cos(y / 6.0) + 3 * z
+    image[16:] += rng.normal(0, 25, size=image[16:].shape)
+    volume = Volume(image[None].astype(np.float32), (1.0, 1.0, 4.0), (0.0, 0.0, 0.0))
+    result = predict(volume, model="self", tasks=("sr",), scale=4, axis=2, uncertainty=True, max_steps=40,
+                     time_budget=60)
+    u = result.outputs["uncertainty_sr"]
+    assert u.grid.almost_equal(result.outputs["sr"].grid)
+    assert 0.0 <= u.array.min() and u.array.max() <= 1.0
+    clean, noisy = u.array[0, :16].mean(), u.array[0, 16:].mean()
+    assert noisy > 1.5 * clean, (clean, noisy)
+    assert result.report["model"]["uncertainty"]["uncertainty_sr"]["mean"] == pytest.approx(u.array.mean(), rel=1e-4)

@@ -82,7 +82,7 @@ def run_model_package(
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
     if str(model) == "self":
-        return _run_self_supervised(volume, tasks, factor, axis, device, notify, token, timer, **options)
+        return _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options)
     with timer.stage("preparing"):
         notify(0.02, "preparing")
         package = resolve_model(model)
@@ -257,14 +257,15 @@ def _match_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _run_self_supervised(volume, tasks, factor, axis, device, notify, token, timer, **options):
+def _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options):
     from ..selfsr import self_supervised_sr
 
     if "seg" in tasks:
         raise InputError("self", "self-supervised mode does sr and interp only; choose a model with 'seg' to segment")
-    outputs, reports = {}, {}
+    outputs, reports, summaries = {}, {}, {}
     with timer.stage("running"):
         for task in tasks:
+            extra: dict | None = {} if uncertainty else None
             out, report = self_supervised_sr(
                 volume,
                 task,
@@ -275,7 +276,20 @@ def _run_self_supervised(volume, tasks, factor, axis, device, notify, token, tim
                 progress=notify,
                 cancel=token,
                 device=str(select_device(device)),
+                max_steps=options.get("max_steps"),
+                uncertainty_out=extra,
             )
             outputs[task] = out
             reports[task] = report
-    return outputs, {"id": "self", "source": "self-supervised", "weights_sha256": None, "training": reports}
+            if extra:
+                outputs["uncertainty_sr"] = extra["uncertainty_sr"]
+                summaries["uncertainty_sr"] = summarize(extra["uncertainty_sr"].array[0])
+    return outputs, {
+        "id": "self",
+        "source": "self-supervised",
+        "weights_sha256": None,
+        "device": str(select_device(device)),
+        "uncertainty": summaries,
+        "uncertainty_method": "disagreement of the two plane families" if uncertainty else None,
+        "training": reports,
+    }
