@@ -120,7 +120,6 @@ def _read_nifti(path: Path) -> Volume:
     ITK's NIfTI reader replaces NaN voxels by 0 and zero-fills a truncated file without an error;
     nibabel returns the stored values and refuses short data, so bad files are caught, not hidden.
     """
-    import nibabel as nib
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -136,13 +135,7 @@ def _read_nifti(path: Path) -> Volume:
         raise InputError(
             path, f"{reader.GetNumberOfComponents()}-component (RGB/vector) image; a scalar volume is needed"
         )
-    try:
-        proxy = nib.load(str(path)).dataobj
-        scaled = float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0
-        # Scaled integers become float32, as ITK (and so Slicer) reads them.
-        array = np.asanyarray(proxy).astype(np.float32) if scaled else np.asanyarray(proxy)
-    except Exception as error:  # truncated data, corrupt gzip stream
-        raise InputError(path, f"file is truncated or corrupt ({_first_line(error)})") from None
+    array = read_nifti_voxels(path)
     array = array.reshape(array.shape[:3]) if array.ndim > 3 and int(np.prod(array.shape[3:])) == 1 else array
     if array.shape != size:
         raise InputError(path, f"voxel data of shape {array.shape} does not match the header size {size}")
@@ -153,6 +146,22 @@ def _read_nifti(path: Path) -> Volume:
         np.array(reader.GetDirection()).reshape(3, 3),
         source=str(path),
     )
+
+
+def read_nifti_voxels(path: str | Path) -> np.ndarray:
+    """The stored voxels of a NIfTI file in file order, through nibabel (see :func:`_read_nifti`).
+
+    Scaled integers become float32, as ITK (and so Slicer) reads them; truncated data or a corrupt
+    gzip stream raises :class:`InputError` naming the file.
+    """
+    import nibabel as nib
+
+    try:
+        proxy = nib.load(str(path)).dataobj
+        scaled = float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0
+        return np.asanyarray(proxy).astype(np.float32) if scaled else np.asanyarray(proxy)
+    except Exception as error:  # truncated data, corrupt gzip stream
+        raise InputError(path, f"file is truncated or corrupt ({_first_line(error)})") from None
 
 
 def _header_spacing(path: Path) -> tuple[float, ...] | None:

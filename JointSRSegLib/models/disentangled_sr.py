@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from einops import rearrange
 from monai.networks.blocks import Convolution, ResidualUnit
 
 from .disentangled_autoencoder import SwappingAutoencoder
 from .disentangled_discriminator import SRGANDiscriminator
 from .disentangled_vit import ViTFeatureExtractor
+from .pixel_shuffle import pixel_shuffle_2d
 from .registry import ArchitectureSpec
 
 ScaleArg = int | Sequence[int]
@@ -64,18 +64,6 @@ def upsampling_stages(scale: ScaleArg) -> list[tuple[int, int]]:
     n_stages = max(len(f) for f in per_axis)
     padded = [f + [1] * (n_stages - len(f)) for f in per_axis]
     return list(zip(*padded))
-
-
-def pixel_shuffle_2d(x: torch.Tensor, factors: tuple[int, int]) -> torch.Tensor:
-    """Sub-pixel shuffle with per-axis factors (Shi et al. 2016).
-
-    Channel ``c * rh * rw + a * rw + b`` of LR pixel ``(i, j)`` goes to HR pixel
-    ``(i * rh + a, j * rw + b)``: LR pixel ``i`` owns HR pixels ``i*R .. i*R+R-1`` along each axis.
-    Identical to ``torch.nn.functional.pixel_shuffle`` / MONAI ``pixelshuffle`` for equal factors;
-    those accept a single factor only, hence this per-axis version.
-    """
-    rh, rw = factors
-    return rearrange(x, "b (c rh rw) h w -> b c (h rh) (w rw)", rh=rh, rw=rw)
 
 
 class SubpixelUpsampleStage(nn.Module):

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 from monai.networks.nets.swin_unetr import BasicLayer
 
+from .pixel_shuffle import pixel_shuffle_2d
 from .registry import ArchitectureSpec
 
 ScaleArg = int | Sequence[int]
@@ -63,17 +63,6 @@ def upsampling_stages(scale: tuple[int, int]) -> list[tuple[int, int]]:
     n = max(len(fh), len(fw))
     fh, fw = fh + [1] * (n - len(fh)), fw + [1] * (n - len(fw))
     return list(zip(fh, fw))
-
-
-def pixel_shuffle_2d(x: torch.Tensor, scale: tuple[int, int]) -> torch.Tensor:
-    """Per-axis sub-pixel shuffle (Shi et al. 2016): ``(B, C*sh*sw, H, W) -> (B, C, H*sh, W*sw)``.
-
-    Channel ``c*sh*sw + i*sw + j`` of LR pixel ``(h, w)`` goes to HR pixel ``(h*sh + i, w*sw + j)``:
-    LR pixel ``h`` covers HR pixels ``h*sh .. h*sh + sh - 1``, exactly as ``torch.pixel_shuffle``
-    for ``sh == sw``.
-    """
-    sh, sw = scale
-    return rearrange(x, "b (c sh sw) h w -> b c (h sh) (w sw)", sh=sh, sw=sw)
 
 
 class AnisotropicSubpixelUpsample(nn.Module):

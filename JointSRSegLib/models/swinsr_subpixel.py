@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from einops import rearrange
 from monai.networks.layers.factories import Conv
+
+from .pixel_shuffle import pixel_shuffle_3d
 
 Scale3 = tuple[int, int, int]
 
@@ -30,16 +31,6 @@ def as_scale_triple(scale: int | Sequence[int]) -> Scale3:
     if len(triple) != 3 or min(triple) < 1:
         raise ValueError(f"scale must be a positive int or a triple (sx, sy, sz) of positive ints, got {scale!r}")
     return triple  # type: ignore[return-value]
-
-
-def pixel_shuffle_3d(x: torch.Tensor, scale: Scale3) -> torch.Tensor:
-    """``(B, C*sx*sy*sz, X, Y, Z) -> (B, C, X*sx, Y*sy, Z*sz)``.
-
-    Channel ``c*sx*sy*sz + rx*sy*sz + ry*sz + rz`` at LR voxel ``(i, j, k)`` lands on HR voxel
-    ``(i*sx + rx, j*sy + ry, k*sz + rz)`` -- the channel order of ``monai.networks.utils.pixelshuffle``.
-    """
-    sx, sy, sz = scale
-    return rearrange(x, "b (c rx ry rz) x y z -> b c (x rx) (y ry) (z rz)", rx=sx, ry=sy, rz=sz)
 
 
 def icnr_init_(conv: nn.Conv3d, scale: Scale3) -> None:

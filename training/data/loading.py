@@ -23,7 +23,7 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import Compose, MapTransform
 
 from JointSRSegLib.errors import InputError
-from JointSRSegLib.io import check_image_content, read_volume, volume_suffix
+from JointSRSegLib.io import check_image_content, read_nifti_voxels, read_volume, volume_suffix
 from JointSRSegLib.volume import Volume
 
 # --------------------------------------------------------------------------- reading
@@ -47,14 +47,7 @@ def _read_channels_4d(path: Path, count: int) -> Volume:
     if reader.GetDimension() != 4 or size[3] != count:
         raise InputError(path, f"expected a 4D image with {count} channels (one per modality), got size {size}")
     if volume_suffix(path) in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        try:
-            proxy = nib.load(str(path)).dataobj
-            scaled = float(proxy.slope) != 1.0 or float(proxy.inter) != 0.0
-            array = np.asanyarray(proxy).astype(np.float32) if scaled else np.asanyarray(proxy)
-        except Exception as error:  # truncated data, corrupt gzip stream
-            raise InputError(path, f"file is truncated or corrupt ({type(error).__name__}: {error})") from None
+        array = read_nifti_voxels(path)
         array = np.moveaxis(array.reshape(size), 3, 0)
     else:
         try:
