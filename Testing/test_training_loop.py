@@ -144,14 +144,14 @@ def test_tiny_model_loss_decreases_on_a_fixed_problem(tmp_path):
     """RDST tiny fits one fixed batch of planes: the L1 loss falls by more than half."""
     from monai.transforms import Compose
 
-    from training.engine.data import SeededSamples, cached_cases, prepare_cases
+    from training.engine.data import EpochSamples, cached_cases, prepare_cases
     from training.tasks import adapter_class
 
     cfg = tiny("rdst_tiny", tmp_path, "augment.enabled=false", "stages=[]", "train.max_steps=1")
     cases, info = prepare_cases(cfg, tmp_path)
     adapter = adapter_class("rdst")(cfg, info, torch.device("cpu"))
-    samples = SeededSamples(cached_cases(cfg, cases, info, tmp_path, "train"),
-                            Compose(adapter.train_transforms("train")), seed=0)
+    samples = EpochSamples(cached_cases(cfg, cases, info, tmp_path, "train"),
+                           Compose(adapter.train_transforms("train")), seed=0, length=2)
     batch = torch.utils.data.default_collate([samples[(0, 0)], samples[(0, 1)]])
     optimizer = torch.optim.Adam(adapter.network.parameters(), lr=3e-3)
     losses = []
@@ -199,8 +199,11 @@ def test_non_finite_loss_stops_naming_step_and_batch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Interp2DAdapter, "training_loss", poisoned)
     cfg = tiny("tasc_swinmt_tiny", tmp_path, "train.max_steps=4", "train.checkpoint_every=1", "train.val_every=0")
-    with pytest.raises(TrainingError, match=r"non-finite loss nan at step 3 .*samples \(step, slot\) \(2, 0\), "
-                                            r"\(2, 1\).*last good checkpoint"):
+    # Step 3 = positions 4 and 5 of epoch 0's DistributedSampler permutation (batch 2, one rank).
+    order = list(torch.utils.data.DistributedSampler(range(cfg["train"]["steps_per_epoch"] * 2), num_replicas=1,
+                                                     rank=0, shuffle=True, seed=cfg["run"]["seed"]))
+    with pytest.raises(TrainingError, match=rf"non-finite loss nan at step 3 .*samples \(epoch, index\) "
+                                            rf"\(0, {order[4]}\), \(0, {order[5]}\).*last good checkpoint"):
         run_training(cfg)
     assert load_checkpoint(tmp_path / "tasc_swinmt_tiny" / LAST)["step"] == 2
     assert json.loads((tmp_path / "tasc_swinmt_tiny" / "splits.json").read_text())["train"]

@@ -1,7 +1,8 @@
 """Atomic checkpoints that restore a run exactly: modules, optimizer, scaler, scheduler, RNGs, step.
 
-The data order needs no saved state: every sample is seeded by ``(seed, step, slot)``
-(:mod:`training.engine.data`), so restoring the step restores it.  Files are written to a hidden
+The data order needs no saved state: the epoch's ``DistributedSampler`` permutation is seeded by
+``seed + epoch`` and every sample by ``(seed, epoch, index)`` (:mod:`training.engine.data`), so
+restoring the step restores it.  Files are written to a hidden
 temporary sibling and renamed, so a run killed while saving keeps its previous checkpoint.
 """
 

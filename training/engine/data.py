@@ -1,11 +1,12 @@
 """Cases, splits and batches of a run, built on :mod:`training.data`.
 
-Reproducible data order without saved iterator state: sample ``slot`` of step ``step`` is drawn
-with a generator seeded by ``(run seed, step, slot)`` -- which case, which patch, which
-augmentation.  A run resumed at step ``s`` therefore sees exactly the batches an uninterrupted
-run sees, on any number of workers, and DDP rank ``r`` takes slots ``r*B ... r*B+B-1`` of each
-step (a distributed sampler whose shards depend only on the step, so resuming mid-epoch needs no
-sampler state).
+Data order: an epoch is ``train.steps_per_epoch`` steps; its ``steps_per_epoch * B * world_size``
+samples are a virtual dataset (:class:`EpochSamples`: sample ``i`` is a random patch of case
+``i mod N``), shuffled and sharded over the ranks by ``torch.utils.data.DistributedSampler``
+(``set_epoch`` every epoch).  Everything random in a sample -- patch, augmentation -- is seeded by
+``(run seed, epoch, index)``, and :class:`ResumableDistributedSampler` can start inside the epoch's
+permutation, so a run resumed at step ``s`` sees exactly the batches an uninterrupted run sees, on
+any number of workers, with no saved sampler state (the step is the position).
 
 Sample mode (``data.root: sample``): the single MNI152 subject is cut along
 ``data.sample_split_axis`` into slabs -- one hemisphere trains, the first 40 % of the other
@@ -148,47 +149,87 @@ def synthetic_contrast(item: dict, seed: int) -> dict:
     return out
 
 
-class SeededSamples(torch.utils.data.Dataset):
-    """Training samples keyed by ``(step, slot)``; everything random is seeded by the key."""
+class EpochSamples(torch.utils.data.Dataset):
+    """The ``length`` samples of an epoch, keyed by ``(epoch, index)``: a patch of case ``index mod N``.
 
-    def __init__(self, cases, transform: Compose, seed: int):
-        self.cases, self.transform, self.seed = cases, transform, int(seed)
+    Why a key and not an index: every random draw of a sample is seeded by ``(seed, epoch, index)``,
+    so a sample is the same whichever rank, worker or (resumed) process draws it.
+    """
+
+    def __init__(self, cases, transform: Compose, seed: int, length: int):
+        self.cases, self.transform, self.seed, self.length = cases, transform, int(seed), int(length)
 
     def __len__(self) -> int:
-        return len(self.cases)
+        return self.length
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
-        step, slot = key
-        rng = np.random.default_rng([self.seed, int(step), int(slot)])
-        item = dict(self.cases[int(rng.integers(len(self.cases)))])
+        epoch, index = (int(k) for k in key)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        item = dict(self.cases[index % len(self.cases)])
         self.transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
         out = self.transform(item)
-        out["sample_key"] = torch.tensor([int(step), int(slot)])
+        out["sample_key"] = torch.tensor([epoch, index])
         return out
 
 
-class StepBatchSampler(torch.utils.data.Sampler):
-    """Batches for steps ``start ... stop-1``: this rank's ``batch_size`` slots of each step."""
+class ResumableDistributedSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` that yields the part ``[begin, end)`` of this rank's share of the epoch.
 
-    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0):
-        self.start, self.stop, self.batch_size, self.rank = start, stop, batch_size, rank
+    The epoch's permutation and the rank sharding are ``DistributedSampler``'s (seeded by
+    ``seed + epoch``); the window lets a stage or a resumed run start and stop inside an epoch.
+    Items are ``(epoch, index)`` keys for :class:`EpochSamples`.
+    """
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.stop):
-            yield [(step, self.rank * self.batch_size + j) for j in range(self.batch_size)]
+    def __init__(self, dataset: EpochSamples, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.begin, self.end = 0, self.num_samples
+
+    def set_window(self, begin: int, end: int) -> None:
+        if not 0 <= begin <= end <= self.num_samples:
+            raise ValueError(f"window [{begin}, {end}) outside this rank's {self.num_samples} samples")
+        self.begin, self.end = begin, end
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        indices = list(super().__iter__())[self.begin : self.end]
+        return iter([(self.epoch, index) for index in indices])
+
+    def __len__(self) -> int:
+        return self.end - self.begin
+
+
+class StepBatches:
+    """Batches of steps ``start ... stop-1`` of a stage: epoch ``e`` holds steps
+    ``e*steps_per_epoch ...``; each epoch calls ``set_epoch`` and iterates the DataLoader over the
+    window of steps it contributes (one DataLoader per stage, its workers kept between epochs)."""
+
+    def __init__(self, samples: EpochSamples, start: int, stop: int, steps_per_epoch: int, batch_size: int,
+                 rank: int, world_size: int, num_workers: int, collate: Callable | None = None):
+        self.start, self.stop, self.steps_per_epoch, self.batch_size = start, stop, steps_per_epoch, batch_size
+        self.sampler = ResumableDistributedSampler(samples, world_size, rank, samples.seed)
+        # Its own generator: creating an iterator never draws from the global torch RNG (a resumed
+        # run iterates more loaders than an uninterrupted one).
+        self.loader = torch.utils.data.DataLoader(
+            samples, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+            persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0),
+            **({"collate_fn": collate} if collate else {}))
+
+    def __iter__(self) -> Iterator[dict]:
+        step = self.start
+        while step < self.stop:
+            epoch, first = divmod(step, self.steps_per_epoch)
+            last = min(self.stop - epoch * self.steps_per_epoch, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_window(first * self.batch_size, last * self.batch_size)
+            yield from self.loader
+            step = epoch * self.steps_per_epoch + last
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
 
-def training_loader(samples: SeededSamples, start: int, stop: int, batch_size: int, rank: int,
-                    num_workers: int, collate: Callable | None = None) -> torch.utils.data.DataLoader:
-    """DataLoader over steps; its own generator so creating it never draws from the global torch RNG
-    (a resumed run creates one more loader than an uninterrupted one)."""
-    return torch.utils.data.DataLoader(
-        samples,
-        batch_sampler=StepBatchSampler(start, stop, batch_size, rank),
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(0),
-        **({"collate_fn": collate} if collate else {}),
-    )
+def training_batches(cases, transform: Compose, seed: int, start: int, stop: int, steps_per_epoch: int,
+                     batch_size: int, rank: int, world_size: int, num_workers: int,
+                     collate: Callable | None = None) -> StepBatches:
+    """The batches of global steps ``[start, stop)`` for this rank (``batch_size`` samples each)."""
+    samples = EpochSamples(cases, transform, seed, steps_per_epoch * batch_size * world_size)
+    return StepBatches(samples, start, stop, steps_per_epoch, batch_size, rank, world_size, num_workers, collate)

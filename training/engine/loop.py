@@ -5,6 +5,11 @@ One step = one optimizer update on ``data.batch_size`` samples per process; an "
 schedules: RDST's L1 then fine-tuning, REHRSeg's self-SR then segmentation) each get a fresh
 optimizer and schedule; the global step decides the stage, so a resumed run re-enters the stage
 it left and restores that stage's optimizer, scheduler and scaler state.
+
+Multi-process: the networks a stage trains are wrapped in ``DistributedDataParallel`` for that
+stage (:func:`training.engine.distributed.wrap_trained_modules`), batches come from a
+``DistributedSampler`` (:mod:`training.engine.data`), and the logged loss and its parts are the
+means over the ranks; rank 0 validates, logs and checkpoints the unwrapped modules.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import json
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ from tqdm import tqdm
 from training.config import save_config
 from training.engine import distributed as dist_utils
 from training.engine.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_atomically, set_rng_state
-from training.engine.data import SeededSamples, cached_cases, prepare_cases, training_loader
+from training.engine.data import cached_cases, prepare_cases, training_batches
 from training.engine.logging import RunLogger
 from training.engine.schedules import build_optimizer, build_scheduler
 from training.engine.validation import monitored, validate, validation_items
@@ -114,7 +120,6 @@ class Trainer:
             self.best, self.best_step = self.checkpoint["best"], self.checkpoint["best_step"]
             self.bad_validations = int(self.checkpoint["bad_validations"])
             self.history = list(self.checkpoint.get("history", []))
-        dist_utils.broadcast_module(self.adapter.modules, self.ctx)
 
     # ------------------------------------------------------------------ stage
     def _stage_objects(self, index: int, stage: dict):
@@ -150,6 +155,8 @@ class Trainer:
                 stopped = result
                 break
         bar.close()
+        for module in self.adapter.modules.values():  # what DDP's next forward would do: rank 0's buffers
+            dist_utils.broadcast_module(module, self.ctx, buffers_only=True)
         digests = dist_utils.gather_objects(weights_digest(self.adapter.modules), self.ctx)
         summary = {"step": self.step, "stopped": stopped, "best": self.best, "best_step": self.best_step,
                    "seconds": round(time.time() - started, 2), "world_size": self.ctx.world_size,
@@ -163,35 +170,60 @@ class Trainer:
     def _run_stage(self, index: int, stage: dict, bar, stop_at_step: int | None) -> str:
         cfg, adapter = self.cfg, self.adapter
         params, optimizer, scheduler, scaler, schedule = self._stage_objects(index, stage)
-        samples = SeededSamples(self.train_cases, Compose(adapter.train_transforms(stage["name"])), cfg["run"]["seed"])
-        loader = training_loader(samples, self.step, stage["stop"], cfg["data"]["batch_size"], self.ctx.rank,
-                                 cfg["data"]["num_workers"], adapter.collate)
-        for batch in loader:
+        batches = training_batches(self.train_cases, Compose(adapter.train_transforms(stage["name"])),
+                                   cfg["run"]["seed"], self.step, stage["stop"], cfg["train"]["steps_per_epoch"],
+                                   cfg["data"]["batch_size"], self.ctx.rank, self.ctx.world_size,
+                                   cfg["data"]["num_workers"], adapter.collate)
+        names = list(adapter.modules.keys())
+        adapter.ddp_wrappers = dist_utils.wrap_trained_modules(
+            {name: adapter.ddp_module(name) for name in names}, params,
+            [name for name in names if adapter.find_unused_parameters(name)], self.ctx, self.device)
+        unwrapped = [adapter.modules[name] for name in names if name not in adapter.ddp_wrappers]
+        for module in unwrapped:  # DDP synchronised the wrapped ones when it was built
+            dist_utils.broadcast_module(module, self.ctx)
+        try:
+            return self._train_steps(index, stage, batches, params, optimizer, scheduler, scaler, schedule,
+                                     unwrapped, bar, stop_at_step)
+        finally:
+            adapter.ddp_wrappers = {}
+
+    def _train_steps(self, index: int, stage: dict, batches: Iterable[dict], params: list[torch.nn.Parameter],
+                     optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, schedule: dict,
+                     unwrapped: list[torch.nn.Module], bar: tqdm, stop_at_step: int | None) -> str:
+        """The steps of one stage; returns ``completed``, ``early_stopped`` or ``interrupted``."""
+        cfg, adapter = self.cfg, self.adapter
+        for batch in batches:
             adapter.modules.train()
             batch = _to_device(batch, self.device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 loss, parts = adapter.training_loss(batch, stage["name"], self.step - stage["start"])
-            if dist_utils.all_reduce_flag(not bool(torch.isfinite(loss.detach())), self.ctx, self.device):
-                self._non_finite(loss, batch, stage)
-            adapter.before_backward(loss)
-            scaler.scale(loss).backward()
-            dist_utils.average_gradients(params, self.ctx)
+            # One all-reduce: the mean loss and parts over the ranks (logged) and whether any rank's
+            # loss is not finite (then every rank stops before its backward).
+            local_bad = not bool(torch.isfinite(loss.detach()))
+            reduced = dist_utils.mean_over_ranks(torch.tensor(
+                [float(loss.detach()), float(local_bad), *parts.values()], dtype=torch.float64,
+                device=self.device), self.ctx).tolist()
+            if reduced[1] > 0:
+                self._non_finite(loss, batch, stage, local_bad)
+            mean_loss, parts = reduced[0], dict(zip(parts, reduced[2:]))
+            scaler.scale(adapter.before_backward(loss)).backward()  # DDP averages the gradients here
             if cfg["optim"]["grad_clip"] > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg["optim"]["grad_clip"])
             scaler.step(optimizer)
             scaler.update()
             adapter.after_step()
-            dist_utils.broadcast_module(adapter.modules, self.ctx, buffers_only=True)
+            for module in unwrapped:  # e.g. DWA statistics; DDP broadcasts the wrapped modules' buffers
+                dist_utils.broadcast_module(module, self.ctx, buffers_only=True)
             if schedule["name"] != "plateau":
                 scheduler.step()
             self.step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", stage=stage["name"])
+            bar.set_postfix(loss=f"{mean_loss:.4g}", stage=stage["name"])
             if self.step % cfg["train"]["log_every"] == 0 or self.step == stage["stop"]:
                 self.logger.scalars(self.step, stage["name"], "train",
-                                    {"loss": float(loss.detach()), **parts, "lr": optimizer.param_groups[0]["lr"]})
+                                    {"loss": mean_loss, **parts, "lr": optimizer.param_groups[0]["lr"]})
             epoch_end = self.step % cfg["train"]["steps_per_epoch"] == 0 or self.step == stage["stop"]
             if epoch_end:
                 if self._end_epoch(index, stage, optimizer, scheduler, scaler, schedule):
@@ -243,12 +275,15 @@ class Trainer:
         if best:
             save_atomically(payload, self.run_dir / BEST)
 
-    def _non_finite(self, loss: torch.Tensor, batch: dict, stage: dict) -> None:
-        keys = batch.get("sample_key")
-        where = "" if keys is None else ", samples (step, slot) " + ", ".join(
-            f"({int(a)}, {int(b)})" for a, b in keys.cpu().tolist())
+    def _non_finite(self, loss: torch.Tensor, batch: dict, stage: dict, local: bool) -> None:
         last = self.run_dir / LAST
         kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+        if not local:
+            raise TrainingError(f"non-finite loss on another rank at step {self.step + 1} (stage "
+                                f"{stage['name']!r}); {kept}")
+        keys = batch.get("sample_key")
+        where = "" if keys is None else ", samples (epoch, index) " + ", ".join(
+            f"({int(a)}, {int(b)})" for a, b in keys.cpu().tolist())
         raise TrainingError(f"non-finite loss {float(loss.detach())} at step {self.step + 1} (stage "
                             f"{stage['name']!r}, batch of rank {self.ctx.rank}{where}); {kept}")
 

@@ -5,6 +5,11 @@ e.g. Kendall log-variances) in ``self.modules`` so one checkpoint holds them all
 which random transforms make a training sample, which parameters a stage optimises, how a batch
 becomes a loss, and how a whole validation case is predicted -- by the inference engine's own
 functions, so validation measures what ``jointsrseg run`` will do.
+
+``training_loss`` calls trained modules through :meth:`TaskAdapter.forward_module`: in a
+multi-process stage that is the module's ``DistributedDataParallel`` wrapper (set by the loop),
+whose forward prepares the gradient averaging of the following ``backward``.  Validation, export
+and checkpoints use ``self.modules`` itself (no ``module.`` prefixes).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class TaskAdapter(ABC):
         self.factor = cfg["data"]["factor"]
         self.loss_options: dict[str, Any] = dict(cfg["loss"])
         self.modules = nn.ModuleDict()
+        self.ddp_wrappers: dict[str, nn.Module] = {}  # set per stage by the loop in multi-process runs
         self.setup()
         self.modules.to(device)
 
@@ -53,6 +59,19 @@ class TaskAdapter(ABC):
 
     def stage_parameters(self, stage: str) -> list[nn.Parameter]:
         return [p for p in self.modules.parameters() if p.requires_grad]
+
+    def ddp_module(self, name: str) -> nn.Module:
+        """What DDP wraps for ``modules[name]`` (default: the module); may restrict a network's outputs."""
+        return self.modules[name]
+
+    def find_unused_parameters(self, name: str) -> bool:
+        """Whether ``modules[name]`` leaves trainable parameters without gradient in some steps of the
+        current stage; DDP then searches the graph from the forward's outputs every step (a cost)."""
+        return False
+
+    def forward_module(self, name: str) -> nn.Module:
+        """The callable for ``modules[name]`` in ``training_loss``: its DDP wrapper when one is set."""
+        return self.ddp_wrappers[name] if name in self.ddp_wrappers else self.ddp_module(name)
 
     def start_stage(self, stage: str, stage_options: Mapping) -> None:
         """Apply a stage's loss options (two-stage schedules switch losses here); default: none to apply."""
@@ -96,9 +115,10 @@ class TaskAdapter(ABC):
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar loss of one batch and its parts (floats, for logging)."""
 
-    def before_backward(self, loss: torch.Tensor) -> None:
-        """GradNorm sets its weights' gradients here."""
-        return None
+    def before_backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """The tensor to backpropagate: ``loss`` plus terms that only train auxiliary weights
+        (GradNorm's ``L_grad``), so every gradient comes from the one ``backward`` DDP averages."""
+        return loss
 
     def after_step(self) -> None:
         """GradNorm renormalises its weights here."""
@@ -119,6 +139,24 @@ class TaskAdapter(ABC):
     @abstractmethod
     def export_metadata(self) -> dict[str, Any]:
         """``tasks``, ``scale``, ``protocol`` and ``uncertainty`` of the exported package."""
+
+
+class SelectedOutputs(nn.Module):
+    """``net`` returning only the ``keys`` of its output dict that the current loss uses.
+
+    Why: DDP's ``find_unused_parameters`` searches the autograd graph from the forward's outputs, so
+    a head whose output the loss ignores (REHRSeg's uncertainty before the Eq. 6 steps) must not be
+    returned, or DDP waits for their gradients.  Kept outside ``adapter.modules``: checkpoints and
+    exports hold the network itself.
+    """
+
+    def __init__(self, net: nn.Module, keys: tuple[str, ...]):
+        super().__init__()
+        self.net, self.keys = net, tuple(keys)
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = self.net(*args, **kwargs)
+        return {key: out[key] for key in self.keys}
 
 
 def labels_from_logits(logits: torch.Tensor) -> np.ndarray:

@@ -11,6 +11,11 @@ GAN stages update generator and discriminator in the same optimizer step (simult
 descent): the generator's adversarial term sees the discriminator through detached weights, the
 discriminator's loss sees detached fakes, so each network only receives its own gradient and one
 optimizer (and one checkpointed state) serves both.
+
+Multi-process (DDP): each network a stage trains has its own DDP wrapper (generator and
+discriminator separately, as usual for GANs); the discriminator runs twice (real, fake) before the
+one ``backward``, and the generator's adversarial term calls the unwrapped discriminator with
+detached weights, so no DDP hook sees a gradient it does not average.
 """
 
 from __future__ import annotations
@@ -82,17 +87,17 @@ class DisentangledAdapter(SR2DAdapter):
         if self.objective == "vit":
             classes = self.modules["vit"].vit.classification_head.out_features
             labels = (batch["plane_position"].flatten() * classes).long().clamp(0, classes - 1)
-            loss = vit_pretext_loss(self.modules["vit"](hr)["logits"], labels)
+            loss = vit_pretext_loss(self.forward_module("vit")(hr)["logits"], labels)
             return loss, {"pretext_ce": float(loss.detach())}
         if self.objective == "autoencoder":
-            ae, disc = self.modules["autoencoder"], self.modules["ae_discriminator"]
-            out = ae(hr, torch.roll(hr, 1, 0))
+            disc, train_disc = self.modules["ae_discriminator"], self.forward_module("ae_discriminator")
+            out = self.forward_module("autoencoder")(hr, torch.roll(hr, 1, 0))
             terms = disentanglement_loss(hr, out["reconstruction"], frozen_call(disc, out["reconstruction"]),
                                          frozen_call(disc, out["swapped"]))
-            d_loss = discriminator_loss(disc(hr), disc(out["swapped"].detach()))
+            d_loss = discriminator_loss(train_disc(hr), train_disc(out["swapped"].detach()))
             return terms["loss"] + d_loss, {**as_parts(terms), "discriminator": float(d_loss.detach())}
-        sr = self.network(lr)["sr"]
-        disc = self.modules["sr_discriminator"]
+        sr = self.forward_module("net")(lr)["sr"]
+        disc, train_disc = self.modules["sr_discriminator"], self.forward_module("sr_discriminator")
         terms = self.criterion(lr, sr, frozen_call(disc, sr), hr)
-        d_loss = discriminator_loss(disc(hr), disc(sr.detach()))
+        d_loss = discriminator_loss(train_disc(hr), train_disc(sr.detach()))
         return terms["loss"] + d_loss, {**as_parts(terms), "discriminator": float(d_loss.detach())}

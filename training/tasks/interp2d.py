@@ -4,6 +4,10 @@ A sample is an HR slab of ``R + 1`` slices: the gapped protocol keeps slices 0 a
 the target is slice ``r`` (random in 1 ... R-1) with ``t = r / R`` -- exactly how the inference
 engine calls the network for factor R -- and the labels of slices 0, r and R.
 Loss: ``TASCSwinMTLoss`` with ``loss.balancing`` dynamic (paper), fixed, kendall, gradnorm or dwa.
+GradNorm: ``autograd.grad`` of each task loss on the shared layer runs after the forward and
+before the single ``backward`` (it runs no gradient-accumulation hooks, so DDP is not disturbed);
+its ``L_grad``, which depends on the task weights only, is added to the backpropagated tensor, so
+the weights' gradient is averaged by DDP with the others (and unscaled by AMP's GradScaler).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class Interp2DAdapter(TaskAdapter):
         options = {k: v for k, v in self.loss_options.items()
                    if k in ("alpha", "use_dice", "balancing", "fixed_weights", "gradnorm_alpha", "dwa_temperature")}
         self.modules["criterion"] = TASCSwinMTLoss(**options)
+        self._gradnorm_loss: torch.Tensor | None = None  # L_grad of the last training_loss (gradnorm)
 
     def train_transforms(self, stage: str) -> list:
         px, py, _ = self.cfg["data"]["patch_size"]
@@ -63,14 +68,23 @@ class Interp2DAdapter(TaskAdapter):
                 SelectKeysd(["pair", "middle", "frames", "t"])]
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.network(batch["pair"], batch["t"])
-        total, parts = self.modules["criterion"](outputs, {"interp": batch["middle"], "seg": batch["frames"]})
-        weights = self.modules["criterion"].task_weights()
-        return total, {**as_parts(parts), "weight_interp": float(weights[0]), "weight_seg": float(weights[1])}
+        outputs = self.forward_module("net")(batch["pair"], batch["t"])
+        targets = {"interp": batch["middle"], "seg": batch["frames"]}
+        criterion = self.modules["criterion"]
+        total, parts = self.forward_module("criterion")(outputs, targets)
+        weights = criterion.task_weights()
+        parts = {**as_parts(parts), "weight_interp": float(weights[0]), "weight_seg": float(weights[1])}
+        if criterion.balancing == "gradnorm":
+            self._gradnorm_loss = criterion.balancer.gradnorm_loss(criterion.task_losses(outputs, targets),
+                                                                   self.network.shared_parameters())
+            parts["gradnorm_loss"] = float(self._gradnorm_loss.detach())
+        return total, parts
 
-    def before_backward(self, loss: torch.Tensor) -> None:
-        if self.modules["criterion"].balancing == "gradnorm":
-            self.modules["criterion"].gradnorm_step(self.network.shared_parameters())
+    def before_backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """GradNorm: ``loss + L_grad``; ``L_grad`` reaches only the task weights (the total loss uses
+        them detached, ``L_grad`` the detached gradient norms), so the network's gradient is unchanged."""
+        extra, self._gradnorm_loss = self._gradnorm_loss, None
+        return loss if extra is None else loss + extra
 
     def after_step(self) -> None:
         if self.modules["criterion"].balancing == "gradnorm":

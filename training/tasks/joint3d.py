@@ -40,8 +40,8 @@ class Joint3DAdapter(TaskAdapter):
         self.modules["criterion"] = SwinSRUNETRLoss(self.info.num_classes, aleatoric=aleatoric)
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.network(batch["lr_image"])
-        total, parts = self.modules["criterion"](outputs, batch["hr_image"], batch["hr_label"])
+        outputs = self.forward_module("net")(batch["lr_image"])
+        total, parts = self.forward_module("criterion")(outputs, batch["hr_image"], batch["hr_label"])
         return total, as_parts(parts)
 
     def _sliding(self, lr: torch.Tensor, keys) -> dict[str, torch.Tensor]:
@@ -69,14 +69,17 @@ class SegmenterAdapter(Joint3DAdapter):
             in_channels=self.info.in_channels, num_classes=self.info.num_classes, scale=(1, 1, self.factor))
         features = self.network.jointsrseg_config["config"]["features"][0]
         self.modules["criterion"] = REHRSegSegmentationLoss(features, features)
+        # Without a self-SR teacher nothing is distilled: the loss's feature adaptor never gets a
+        # gradient, so it is not trained (and DDP need not wait for it).
+        self.modules["criterion"].requires_grad_(False)
 
     def train_transforms(self, stage: str) -> list:
         base = self.patch_transforms(self.cfg["data"]["patch_size"])
         return [*base, SelectKeysd(["lr_image", "hr_image", "hr_label", "lr_label"])]
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.network(batch["lr_image"])
-        parts = self.modules["criterion"](outputs, batch["lr_label"], batch["hr_label"])
+        outputs = self.forward_module("net")(batch["lr_image"])
+        parts = self.forward_module("criterion")(outputs, batch["lr_label"], batch["hr_label"])
         return parts["loss"], as_parts(parts)
 
     def predict_case(self, case: dict) -> dict[str, Any]:

@@ -10,6 +10,11 @@ cross-entropy (Eq. 7) and its features are distilled into the segmenter (Eqs. 8-
 segmenter reads the real LR patch (the inference input) rather than re-decimated pseudo images.
 In sample mode the "LR scans" are thick-slice versions of the HR patches; HR images never
 enter the losses.  The exported package is the segmenter (``rehrseg_seg``).
+
+Multi-process (DDP): ``sr`` is wrapped in the self-SR stage, ``seg`` and ``seg_criterion`` in the
+segmentation stage (the frozen teacher is not).  Before the Eq. 6 steps the uncertainty head gets
+no gradient, so the self-SR stage uses ``find_unused_parameters`` and DDP sees only the outputs
+the loss uses (:class:`~training.tasks.base.SelectedOutputs`).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from JointSRSegLib.inference.sliding import sliding_window_predict
 from JointSRSegLib.losses.rehrseg import REHRSegSegmentationLoss, REHRSegSRLoss, decimate_slices
 from JointSRSegLib.models import build
 from training.data import SelfSupervisedPaird
-from training.tasks.base import TaskAdapter, as_parts, labels_from_logits
+from training.tasks.base import SelectedOutputs, TaskAdapter, as_parts, labels_from_logits
 from training.tasks.joint3d import lr_patch_size
 from training.tasks.transforms import SelectKeysd
 
 OBJECTIVES = ("self_sr", "segmentation")
+SR_KEYS = ("sr", "seg")  # the self-SR outputs the loss uses before the uncertainty steps
 
 
 class LRScanAsImaged(Transform):
@@ -75,6 +81,7 @@ class REHRSegAdapter(TaskAdapter):
             seg_features, sr_features, correlation_normalize_by=self.loss_options.get("correlation_normalize_by",
                                                                                       "pairs"))
         self.sr_criterion = REHRSegSRLoss()
+        self.sr_outputs = SelectedOutputs(self.modules["sr"], SR_KEYS + ("sr_uncertainty",))
         self.objective = "self_sr"
 
     @property
@@ -89,6 +96,13 @@ class REHRSegAdapter(TaskAdapter):
         steps = int(stage_options["steps"])
         self.sr_criterion = REHRSegSRLoss(steps, min(steps, int(options.get("uncertainty_steps", steps // 7))))
         self.modules["sr"].requires_grad_(self.objective == "self_sr")
+
+    def ddp_module(self, name: str) -> torch.nn.Module:
+        return self.sr_outputs if name == "sr" else self.modules[name]
+
+    def find_unused_parameters(self, name: str) -> bool:
+        """The self-SR uncertainty head gets gradients only in the stage's final Eq. 6 steps."""
+        return name == "sr" and self.objective == "self_sr" and self.sr_criterion.uncertainty_start > 0
 
     def stage_parameters(self, stage: str) -> list:
         if self.objective == "self_sr":
@@ -105,7 +119,8 @@ class REHRSegAdapter(TaskAdapter):
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self.objective == "self_sr":
             enabled = self.sr_criterion.set_iteration(step)
-            outputs = self.modules["sr"](to_signed(batch["lr_image"]), batch["lr_label"])
+            self.sr_outputs.keys = SR_KEYS + (("sr_uncertainty",) if enabled else ())
+            outputs = self.forward_module("sr")(to_signed(batch["lr_image"]), batch["lr_label"])
             parts = self.sr_criterion(outputs, to_signed(batch["target_image"]), batch["target_label"])
             return parts["loss"], {**as_parts(parts), "uncertainty_on": float(enabled)}
         with torch.no_grad():
@@ -113,8 +128,9 @@ class REHRSegAdapter(TaskAdapter):
         pseudo_hr = teacher["seg"].argmax(1, keepdim=True)
         # The SR grid's HR slice iR + floor(R/2) is the one nearest LR slice i's centre.
         uncertainty = decimate_slices(teacher["sr_uncertainty"], self.factor, 2, self.factor // 2)
-        outputs = self.modules["seg"](batch["lr_image"])
-        parts = self.modules["seg_criterion"](outputs, batch["lr_label"], pseudo_hr, uncertainty, teacher["features"])
+        outputs = self.forward_module("seg")(batch["lr_image"])
+        parts = self.forward_module("seg_criterion")(outputs, batch["lr_label"], pseudo_hr, uncertainty,
+                                                     teacher["features"])
         return parts["loss"], as_parts(parts)
 
     def predict_case(self, case: dict) -> dict[str, Any]:

@@ -104,9 +104,9 @@ class SR2DAdapter(TaskAdapter):
         hr = batch["hr_planes"].flatten(0, 1)
         if self.objective == "unet":
             self.modules["unet"].train()
-            loss = self.unet_loss(self.modules["unet"](hr)["seg"], batch["label_planes"].flatten(0, 1))
+            loss = self.unet_loss(self.forward_module("unet")(hr)["seg"], batch["label_planes"].flatten(0, 1))
             return loss, {"unet_dice_loss": float(loss.detach())}
-        out = self.criterion(self.network(batch["lr_planes"].flatten(0, 1)), hr)
+        out = self.criterion(self.forward_module("net")(batch["lr_planes"].flatten(0, 1)), hr)
         return out["loss"], as_parts(out)
 
     def predict_case(self, case: dict) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Small MONAI dict transforms the task adapters share (the protocol math stays in training.data).
 
 Deterministic ones run once per case and are cached (region crop, model frame, normalisation,
-label indices); random ones run per sample with a seed derived from (run seed, step, slot).
+label indices); random ones run per sample with a seed derived from (run seed, epoch, sample index).
 """
 
 from __future__ import annotations
