@@ -207,3 +207,21 @@ def test_non_finite_loss_stops_naming_step_and_batch(tmp_path, monkeypatch):
         run_training(cfg)
     assert load_checkpoint(tmp_path / "tasc_swinmt_tiny" / LAST)["step"] == 2
     assert json.loads((tmp_path / "tasc_swinmt_tiny" / "splits.json").read_text())["train"]
+
+
+def test_every_shipped_config_resolves_and_builds():
+    """Every YAML in training/configs validates and names a registered architecture and preset."""
+    from JointSRSegLib.models import ARCHITECTURES
+    from training.config import resolve
+
+    configs = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+    assert len(configs) >= 19
+    names = {path.stem for path in configs}
+    for arch in ("swinsr_unetr", "tasc_swinmt", "rdst", "rdst_e", "rehrseg", "disentangled_sr"):
+        for suffix in ("", "_small", "_tiny"):
+            assert f"{arch}{suffix}" in names, f"missing {arch}{suffix}.yaml"
+    for path in configs:
+        cfg = resolve(path)
+        model = cfg["model"]
+        assert model["architecture"] in ARCHITECTURES, path.name
+        assert model["preset"] in ("tiny", "small", "base"), path.name
