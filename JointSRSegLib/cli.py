@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="x4 thick-slice demo on the bundled MNI152 sample")
     demo.add_argument("--out-dir", type=Path, default=Path("demo_out"))
     demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    demo.add_argument(
+        "--time-budget", type=float, default=60.0, help="seconds of self-supervised training when it is the SR method"
+    )
     return parser
 
 
@@ -124,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.out_dir, device=args.device, show_progress=True)
+        run_demo(args.out_dir, device=args.device, show_progress=True, time_budget=args.time_budget)
         return 0
     raise AssertionError(args.command)
 

@@ -306,3 +306,51 @@ def test_small_is_cheaper_than_full_resolution_swin_unetr():
     ours = flops(build(NAME, "small").to("meta"), (1, 4, 32, 32, 32))
     reference = flops(SwinUNETR(in_channels=4, out_channels=4, feature_size=24).to("meta"), (1, 4, 64, 64, 64))
     assert ours < 0.75 * reference
+
+
+# ------------------------------------------------------------------------- global residual option
+def test_global_residual_defaults_off_and_adds_trilinear_input():
+    """``global_residual`` (not in the paper, default off) adds the LR input, trilinearly
+    interpolated with align_corners=False onto the subdivided HR grid, to ``"sr"`` only."""
+    assert build(NAME, "tiny").global_residual is False
+    torch.manual_seed(0)
+    plain = build(NAME, "tiny", in_channels=1, seg_channels=3, scale=(1, 1, 4), aleatoric=True).eval()
+    torch.manual_seed(0)
+    resid = build(NAME, "tiny", in_channels=1, seg_channels=3, scale=(1, 1, 4), aleatoric=True,
+                  global_residual=True).eval()
+    x = torch.randn(1, 1, *ODD)
+    base = F.interpolate(x, size=(5, 7, 36), mode="trilinear", align_corners=False)
+    with torch.no_grad():  # zero-initialised SR output: a fresh model is exactly linear interpolation
+        assert torch.allclose(resid(x)["sr"], base, atol=1e-6)
+    resid.load_state_dict(plain.state_dict())  # no extra parameters
+    with torch.no_grad():
+        a, b = plain(x), resid(x)
+    assert b["sr"].shape == (1, 1, 5, 7, 36)
+    assert torch.allclose(b["sr"], a["sr"] + base, atol=1e-5)
+    assert torch.equal(b["seg"], a["seg"]) and torch.equal(b["sr_log_var"], a["sr_log_var"])
+    # LR slice k lands at the centre of HR slices 4k .. 4k+3: a linear ramp in z is reproduced there
+    # (interior slices; the end slabs are clamped to the end slice).
+    ramp = torch.arange(9, dtype=torch.float32).view(1, 1, 1, 1, 9).expand(1, 1, 5, 7, 9)
+    up = F.interpolate(ramp, size=(5, 7, 36), mode="trilinear", align_corners=False)
+    centres = (up[..., 1::4] + up[..., 2::4]) / 2
+    assert torch.allclose(centres[..., 1:-1], ramp[..., 1:-1], atol=1e-5)
+
+
+def test_cubic_residual_base_is_keys_cubic_on_the_subdivided_grid():
+    """``residual_interpolation="cubic"``: Keys cubic convolution (a = -0.5) along magnified axes only,
+    exact for linear ramps away from the clamped ends, and the fresh model outputs exactly that base."""
+    from JointSRSegLib.models.swinsr_unetr import cubic_upsample
+
+    ramp = torch.arange(10, dtype=torch.float32).view(1, 1, 1, 1, 10).expand(1, 1, 3, 2, 10)
+    up = cubic_upsample(ramp, (1, 1, 4))
+    positions = (torch.arange(40, dtype=torch.float32) + 0.5) / 4 - 0.5
+    assert up.shape == (1, 1, 3, 2, 40)
+    assert torch.allclose(up[..., 6:-6], positions[6:-6].expand(1, 1, 3, 2, 28), atol=1e-5)
+    x = torch.randn(1, 1, 4, 5, 6)
+    torch.manual_seed(0)
+    net = build(NAME, "tiny", in_channels=1, seg_channels=3, scale=(1, 1, 4), global_residual=True,
+                residual_interpolation="cubic").eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x)["sr"], cubic_upsample(x, (1, 1, 4)), atol=1e-6)
+    with pytest.raises(ValueError, match="residual_interpolation"):
+        build(NAME, "tiny", residual_interpolation="sinc")

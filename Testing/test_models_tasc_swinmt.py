@@ -385,3 +385,27 @@ def test_parameter_counts():
     assert 1_000_000 < counts["small"] < 10_000_000
     assert abs(counts["base"] - PAPER_PARAMS) / PAPER_PARAMS < 0.15
     assert isinstance(build("tasc_swinmt", "base"), TASCSwinMT)
+
+
+# ------------------------------------------------------------------------- global residual option
+@pytest.mark.parametrize("activation", ["none", "sigmoid"])
+def test_global_residual_defaults_off_and_adds_the_linear_blend(activation):
+    """``global_residual`` (not in the paper, default off): the middle frame is the network output plus
+    ``(1 - t) x1 + t x3`` (in logit space under the sigmoid); segmentation is unchanged."""
+    assert build("tasc_swinmt", "tiny").global_residual is False
+    torch.manual_seed(0)
+    plain = build("tasc_swinmt", "tiny", seg_channels=3, interp_activation=activation).eval()
+    torch.manual_seed(0)
+    resid = build("tasc_swinmt", "tiny", seg_channels=3, interp_activation=activation, global_residual=True).eval()
+    resid.load_state_dict(plain.state_dict())  # no extra parameters
+    x = torch.rand(2, 2, 20, 23) * 0.9 + 0.05
+    t = torch.tensor([0.25, 0.75])
+    with torch.no_grad():
+        a, b = plain(x, t), resid(x, t)
+    blend = (1 - t.view(2, 1, 1, 1)) * x[:, :1] + t.view(2, 1, 1, 1) * x[:, 1:]
+    if activation == "none":
+        assert torch.allclose(b["interp"], a["interp"] + blend, atol=1e-5)
+    else:
+        expected = torch.sigmoid(torch.logit(a["interp"]) + torch.logit(blend))
+        assert torch.allclose(b["interp"], expected, atol=1e-4)
+    assert torch.equal(a["seg"], b["seg"])

@@ -46,9 +46,9 @@ def main() -> None:
     if args.case:
         _case(json.loads(args.params))
         return
-    from JointSRSegLib.demo import best_demo_model
+    from JointSRSegLib.demo import demo_plan
 
-    model = args.model or best_demo_model(FACTOR)[0]
+    model = args.model or demo_plan(FACTOR).seg_model or "linear"
     methods = ["bspline"] + ([model] if model != "bspline" else ["linear"])
     results = []
     for method in methods:

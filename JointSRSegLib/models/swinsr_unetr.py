@@ -50,6 +50,32 @@ def padded_shape(shape: Sequence[int], multiple: int) -> tuple[int, ...]:
     return tuple(padded)
 
 
+def cubic_upsample(x: torch.Tensor, scale: Sequence[int], a: float = -0.5) -> torch.Tensor:
+    """Keys cubic convolution along every axis magnified by ``scale`` (``(B, C, X, Y, Z)``).
+
+    Output voxel ``o`` samples input coordinate ``(o + 0.5) / R - 0.5`` (``align_corners=False``: LR
+    voxel ``i`` sits at the centre of HR voxels ``iR .. iR+R-1``); taps beyond the ends are clamped.
+    """
+    for dim, factor in zip((2, 3, 4), scale):
+        if factor == 1:
+            continue
+        n = x.shape[dim]
+        u = (torch.arange(n * factor, dtype=x.dtype, device=x.device) + 0.5) / factor - 0.5
+        base = torch.floor(u)
+        frac = u - base
+        out = 0
+        for tap in (-1, 0, 1, 2):
+            d = (frac - tap).abs()
+            w = torch.where(d <= 1, (a + 2) * d**3 - (a + 3) * d**2 + 1,
+                            torch.where(d < 2, a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a, torch.zeros_like(d)))
+            index = (base + tap).clamp(0, n - 1).long()
+            shape = [1] * x.ndim
+            shape[dim] = -1
+            out = out + x.index_select(dim, index) * w.view(shape)
+        x = out
+    return x
+
+
 class SwinSRUNETR(nn.Module):
     """Shared Swin encoder + partially shared decoder for joint SR and segmentation (Sec. 3)."""
 
@@ -72,6 +98,8 @@ class SwinSRUNETR(nn.Module):
         norm_name: str | tuple = "instance",
         normalize: bool = True,
         log_var_bound: float = 10.0,
+        global_residual: bool = False,
+        residual_interpolation: str = "linear",
     ):
         """
         Args:
@@ -88,12 +116,22 @@ class SwinSRUNETR(nn.Module):
             aleatoric: also predict the per-voxel SR log-variance ``"sr_log_var"``.
             hr_channels: width of the HR-grid heads (default ``feature_size``); smaller is cheaper.
             log_var_bound: the log-variance is soft-bounded to ``(-bound, bound)``.
+            global_residual: add the input, linearly interpolated onto the HR grid, to ``"sr"`` (the
+                network then predicts a residual over linear interpolation; the SR output convolution is
+                zero-initialised, so training starts from linear interpolation).  Not in the paper
+                (default False); it lets a short CPU training beat classical interpolation.
+            residual_interpolation: the interpolation of that residual base: ``"linear"`` (trilinear) or
+                ``"cubic"`` (Keys cubic convolution, a = -0.5, along each magnified axis).
         """
         super().__init__()
         self.in_channels = in_channels
         self.seg_channels = seg_channels
         self.scale = as_scale_triple(scale)
         self.aleatoric = aleatoric
+        self.global_residual = bool(global_residual)
+        if residual_interpolation not in ("linear", "cubic"):
+            raise ValueError(f"residual_interpolation must be 'linear' or 'cubic', got {residual_interpolation!r}")
+        self.residual_interpolation = residual_interpolation
         self.encoder = SwinSREncoder(
             in_channels=in_channels,
             feature_size=feature_size,
@@ -119,6 +157,9 @@ class SwinSRUNETR(nn.Module):
             aleatoric=aleatoric,
             log_var_bound=log_var_bound,
         )
+        if self.global_residual:  # start exactly at linear interpolation; the network learns the residual
+            nn.init.zeros_(self.decoder.sr_head.out.conv.conv.weight)
+            nn.init.zeros_(self.decoder.sr_head.out.conv.conv.bias)
 
     def output_shape(self, spatial_shape: Sequence[int]) -> tuple[int, int, int]:
         """HR spatial shape produced for an LR input of ``spatial_shape``."""
@@ -130,12 +171,22 @@ class SwinSRUNETR(nn.Module):
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}")
         shape = tuple(x.shape[2:])
+        lr = x
         padded = padded_shape(shape, self.encoder.size_multiple)
         pads = [p - s for s, p in zip(shape, padded)]
         if any(pads):
             x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]), mode="replicate")
         # Far-end padding + cropping the LR features keeps LR voxel i -> HR voxels i*R .. i*R+R-1.
-        return self.decoder(self.encoder(x), lr_shape=shape)
+        out = self.decoder(self.encoder(x), lr_shape=shape)
+        if self.global_residual:
+            # align_corners=False puts LR voxel i at the centre of HR voxels i*R .. i*R+R-1 (the
+            # subdivided grid of the sr protocol), replicating at the ends.
+            if self.residual_interpolation == "cubic":
+                base = cubic_upsample(lr, self.scale)
+            else:
+                base = F.interpolate(lr, size=out["sr"].shape[2:], mode="trilinear", align_corners=False)
+            out["sr"] = out["sr"] + base
+        return out
 
 
 _BASE = {
@@ -163,4 +214,4 @@ SPECS = (
     ),
 )
 
-__all__ = ["SPECS", "SwinSRUNETR", "padded_shape"]
+__all__ = ["SPECS", "SwinSRUNETR", "cubic_upsample", "padded_shape"]
