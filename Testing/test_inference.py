@@ -167,3 +167,24 @@ def test_uncertainty_is_higher_where_the_input_is_ambiguous():
     clean, noisy = u.array[0, :16].mean(), u.array[0, 16:].mean()
     assert noisy > 1.5 * clean, (clean, noisy)
     assert result.report["model"]["uncertainty"]["uncertainty_sr"]["mean"] == pytest.approx(u.array.mean(), rel=1e-4)
+
+
+def test_out_of_memory_is_retried_and_reported(packages, monkeypatch):
+    """A (simulated) out-of-memory error in the forward pass is retried and recorded in the report."""
+    import JointSRSegLib.inference.engine as engine
+
+    real_forward = engine._forward
+    calls = []
+
+    def flaky_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_forward", flaky_forward)
+    lr = _crop(read_volume(DATA / "orientation" / "RAS.nii.gz"))
+    result = predict(lr, model=packages["swinsr"], tasks=("sr",), scale=2, axis=1)
+    retries = result.report["model"]["retries"]
+    assert len(calls) == 2 and len(retries) == 1 and retries[0]["error"] == "out of memory"
+    assert result.outputs["sr"].grid.almost_equal(subdivide_grid(lr.grid, 2, 1))
