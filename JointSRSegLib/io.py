@@ -120,13 +120,7 @@ def _read_nifti(path: Path) -> Volume:
     ITK's NIfTI reader replaces NaN voxels by 0 and zero-fills a truncated file without an error;
     nibabel returns the stored values and refuses short data, so bad files are caught, not hidden.
     """
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise InputError(path, f"cannot read image ({_first_line(error)})") from None
+    reader = read_image_information(path)
     size = tuple(int(s) for s in reader.GetSize())
     if reader.GetDimension() != 3:
         what = "2D image" if reader.GetDimension() == 2 else f"{reader.GetDimension()}D image"
@@ -146,6 +140,17 @@ def _read_nifti(path: Path) -> Volume:
         np.array(reader.GetDirection()).reshape(3, 3),
         source=str(path),
     )
+
+
+def read_image_information(path: str | Path) -> sitk.ImageFileReader:
+    """An ITK reader holding the header (size, geometry, components) without the voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(path, f"cannot read image ({_first_line(error)})") from None
+    return reader
 
 
 def read_nifti_voxels(path: str | Path) -> np.ndarray:

@@ -23,7 +23,13 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import Compose, MapTransform
 
 from JointSRSegLib.errors import InputError
-from JointSRSegLib.io import check_image_content, read_nifti_voxels, read_volume, volume_suffix
+from JointSRSegLib.io import (
+    check_image_content,
+    read_image_information,
+    read_nifti_voxels,
+    read_volume,
+    volume_suffix,
+)
 from JointSRSegLib.volume import Volume
 
 # --------------------------------------------------------------------------- reading
@@ -35,12 +41,7 @@ def _read_channels_4d(path: Path, count: int) -> Volume:
     Like ``JointSRSegLib.io`` for 3D NIfTI: geometry from ITK, voxels from nibabel, because ITK
     turns NaN voxels into 0 and zero-fills a truncated file without an error.
     """
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise InputError(path, f"cannot read image ({str(error).strip().splitlines()[-1][:200]})") from None
+    reader = read_image_information(path)
     if reader.GetDimension() == 3 and count == 1:
         return read_volume(path)
     size = tuple(int(s) for s in reader.GetSize())
