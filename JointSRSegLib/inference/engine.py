@@ -40,19 +40,23 @@ DEFAULT_OVERLAP = 0.25
 UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
 
 
-def _sampled_forward(package, net, frame, factor, device, roi, batch, notify, token, method: str, samples: int) -> dict:
+def _sampled_forward(
+    package, net, frame, factor, device, roi, batch, notify, token, method: str, samples: int, wanted: frozenset
+) -> dict:
     """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
     (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
     if method == "auto":
-        return _forward(package, net, frame, factor, device, roi, batch, notify, token)
+        return _forward(package, net, frame, factor, device, roi, batch, notify, token, wanted)
     runs = []
     if method == "tta":
         for flip, unflip in flip_tta_transforms(3, axes=(0, 1)):
-            heads = _forward(package, net, flip(frame), factor, device, roi, batch, notify, token)
+            heads = _forward(package, net, flip(frame), factor, device, roi, batch, notify, token, wanted)
             runs.append({k: unflip(v) for k, v in heads.items()})
     else:
         with enable_mc_dropout(net):
-            runs = [_forward(package, net, frame, factor, device, roi, batch, notify, token) for _ in range(samples)]
+            runs = [
+                _forward(package, net, frame, factor, device, roi, batch, notify, token, wanted) for _ in range(samples)
+            ]
     merged = {k: torch.stack([r[k] for r in runs]).mean(0) for k in runs[0]}
     image_key = "interp" if "interp" in runs[0] else "sr"
     if image_key in runs[0]:
@@ -108,6 +112,9 @@ def run_model_package(
         raise InputError(None, f"unknown uncertainty method {method!r}; choose from {', '.join(UNCERTAINTY_METHODS)}")
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
+    wanted = frozenset(
+        (["sr"] if protocol else []) + (["seg"] if "seg" in tasks else []) + (["sr_log_var"] if uncertainty else [])
+    )
     with timer.stage("running"):
         while heads is None:
             try:
@@ -123,6 +130,7 @@ def run_model_package(
                     token,
                     method if uncertainty else "auto",
                     samples,
+                    wanted,
                 )
             except Exception as error:  # only out-of-memory is retried
                 if not is_out_of_memory(error):
@@ -158,7 +166,9 @@ def run_model_package(
     return outputs, report
 
 
-def _forward(package: ModelPackage, net, frame: torch.Tensor, factor: int, device, roi, batch, notify, token) -> dict:
+def _forward(
+    package: ModelPackage, net, frame: torch.Tensor, factor: int, device, roi, batch, notify, token, wanted: frozenset
+) -> dict:
     """Network heads in the model frame: tensors (C, X, Y, Z') without the batch axis."""
     from ..models import ARCHITECTURES
 
@@ -173,7 +183,8 @@ def _forward(package: ModelPackage, net, frame: torch.Tensor, factor: int, devic
             sample = net(
                 frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device)
             )
-        keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample]
+        # Stitch only the heads the request needs: each is a full-resolution buffer on the CPU.
+        keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample and k in wanted]
         out = {
             k: v[0]
             for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step).items()
