@@ -47,12 +47,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .api import parse_tasks, predict
-    from .cli import _axis_argument
+    from .api import predict
+    from .cli import predict_options
     from .outputs import write_outputs
 
-    tasks = parse_tasks(args.tasks)
-    axis = _axis_argument(args.axis)
+    options = predict_options(args)  # checked once, before any volume is read
     index, count = parse_shard(args.shard)
     inputs = list_inputs(args.input_dir)[index::count]
     failures = 0
@@ -62,15 +61,7 @@ def run_batch(args: argparse.Namespace) -> int:
             print(f"skip (done): {path.name}")
             continue
         try:
-            result = predict(
-                [path],
-                model=args.model,
-                tasks=tasks,
-                scale=args.scale,
-                axis=axis,
-                device=args.device,
-                uncertainty=args.uncertainty,
-            )
+            result = predict([path], **options)
             write_outputs(target, result.outputs, args.format, result.report)
             print(f"done: {path.name} -> {target}")
         except InputError as error:  # one bad case must not stop the batch

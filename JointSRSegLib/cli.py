@@ -24,6 +24,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="input volume (NIfTI, NRRD, MHA/MHD, MGZ or a DICOM folder); repeat for several modalities",
     )
+    _add_model_arguments(p)
+    p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
+    p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``batch``: what to compute and with which model."""
     p.add_argument(
         "--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg"
     )
@@ -48,8 +55,23 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "mc_dropout: Monte-Carlo dropout samples",
     )
     p.add_argument("--time-budget", type=float, default=300.0, help="seconds of self-training for --model self")
-    p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
-    p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
+
+
+def predict_options(args: argparse.Namespace) -> dict:
+    """The ``predict`` keyword arguments given by the shared model options (``run`` and ``batch``)."""
+    from .api import parse_tasks
+
+    return {
+        "model": args.model,
+        "tasks": parse_tasks(args.tasks),
+        "scale": args.scale,
+        "axis": _axis_argument(args.axis),
+        "device": args.device,
+        "uncertainty": args.uncertainty,
+        "threads": args.threads,
+        "uncertainty_method": args.uncertainty_method,
+        "time_budget": args.time_budget,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,12 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="run a model on every volume of a folder (resumable, shardable)")
     batch.add_argument("--input-dir", required=True, type=Path)
     batch.add_argument("--out-dir", required=True, type=Path)
-    batch.add_argument("--tasks", default="sr")
-    batch.add_argument("--scale", type=float, default=4)
-    batch.add_argument("--axis", default="auto")
-    batch.add_argument("--model", default="bspline")
-    batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    batch.add_argument("--uncertainty", action="store_true")
+    _add_model_arguments(batch)
     batch.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"))
     batch.add_argument(
         "--shard",
@@ -179,28 +196,15 @@ def _axis_argument(text: str) -> int | str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .api import parse_tasks, predict
+    from .api import predict
     from .outputs import output_paths, refuse_overwriting_inputs, write_outputs
     from .progress import TqdmProgress
 
-    tasks = parse_tasks(args.tasks)
-    axis = _axis_argument(args.axis)
-    planned = output_paths(args.out_dir, [*tasks, "uncertainty_sr", "uncertainty_seg"], args.format)
+    options = predict_options(args)
+    planned = output_paths(args.out_dir, [*options["tasks"], "uncertainty_sr", "uncertainty_seg"], args.format)
     refuse_overwriting_inputs([Path(p) for p in args.input], [*planned.values(), args.out_dir / "report.json"])
     with TqdmProgress() as bar:
-        result = predict(
-            args.input,
-            model=args.model,
-            tasks=tasks,
-            scale=args.scale,
-            axis=axis,
-            device=args.device,
-            uncertainty=args.uncertainty,
-            progress=bar,
-            threads=args.threads,
-            uncertainty_method=args.uncertainty_method,
-            time_budget=args.time_budget,
-        )
+        result = predict(args.input, progress=bar, **options)
     written = write_outputs(args.out_dir, result.outputs, args.format, result.report)
     for name, path in written.items():
         print(f"{name}: {path}")
