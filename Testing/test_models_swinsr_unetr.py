@@ -207,6 +207,27 @@ def test_laplace_nll_hand_value_and_variance_optimum():
     assert abs(s.grad.item()) < 1e-6
 
 
+def test_beta_nll_gives_l1_gradient_whatever_the_variance():
+    """beta = 1: the prediction's gradient is sqrt(2) sign(error) / N for any predicted variance, so
+    a confident variance head cannot blow up the SR gradient; beta = 0 is the plain NLL (1/std)."""
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0]).reshape(1, 1, 1, 1, 4)
+    for log_var_value in (-8.0, 0.0, 3.0):
+        log_var = torch.full_like(target, log_var_value)
+        pred = torch.zeros_like(target, requires_grad=True)
+        laplace_nll(pred, log_var, target, beta=1.0).backward()
+        expected = -math.sqrt(2) * torch.sign(target) / target.numel()
+        torch.testing.assert_close(pred.grad, expected)
+        plain = torch.zeros_like(target, requires_grad=True)
+        laplace_nll(plain, log_var, target).backward()
+        torch.testing.assert_close(plain.grad, expected * math.exp(-0.5 * log_var_value))
+    # the variance's optimum is unchanged: |r| = 1 -> log_var = log 2 has zero gradient
+    s = torch.full((1, 1, 1, 1, 1), math.log(2.0), requires_grad=True)
+    laplace_nll(torch.zeros(1, 1, 1, 1, 1), s, torch.ones(1, 1, 1, 1, 1), beta=1.0).backward()
+    assert abs(s.grad.item()) < 1e-6
+    loss_fn = SwinSRUNETRLoss(num_classes=2, aleatoric=True, nll_beta=1.0)
+    assert loss_fn.nll_beta == 1.0
+
+
 def test_aleatoric_loss_uses_nll_and_weights_only_segmentation():
     loss_fn = SwinSRUNETRLoss(num_classes=2, aleatoric=True)
     assert loss_fn.weighting.log_vars.numel() == 1

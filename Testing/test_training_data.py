@@ -341,6 +341,28 @@ def test_synthesis_piecewise_constant_and_seed_dependent():
     np.testing.assert_allclose(out, 0.5 * (mixed.means[1] + mixed.means[2]), atol=1e-6)
 
 
+def test_synthesis_min_contrast_redraws_degenerate_contrasts():
+    label = tissue_map()
+    gaps = []
+    for seed in range(40):
+        synth = SynthesizeImageFromLabels(background_zero=True, min_contrast=0.15)
+        synth.set_random_state(seed)
+        synth({"label": label})
+        drawn = sorted(synth.means.values())
+        assert synth.means[0] == 0.0
+        gaps.append(min(b - a for a, b in zip(drawn, drawn[1:])))
+    assert min(gaps) >= 0.15
+    # without the constraint the same seeds do give near-equal tissues (the reason for the option)
+    plain = []
+    for seed in range(40):
+        synth = SynthesizeImageFromLabels(background_zero=True)
+        synth.set_random_state(seed)
+        synth({"label": label})
+        drawn = sorted(synth.means.values())
+        plain.append(min(b - a for a, b in zip(drawn, drawn[1:])))
+    assert min(plain) < 0.15
+
+
 def test_synthesis_full_chain_and_inversion():
     label = tissue_map()
     synth = SynthesizeImageFromLabels(invert_prob=1.0, std_range=(0.0, 0.0), blur_sigma_range=None,

@@ -111,6 +111,15 @@ def test_tiny_config_trains_exports_and_runs(tmp_path, lr_volume, name, tasks, e
     produced = nib.load(str(out / f"{first}.nii.gz")).shape
     assert produced == ((48, 48, 24) if first == "sr" else (48, 48, 21))
     assert (out / "seg.nii.gz").is_file() == ("seg" in tasks)
+    if name == "swinsr_unetr_tiny":  # fine-tuning start: model.init_weights loads the package strictly
+        tuned = run_training(tiny(name, tmp_path / "tuned", *extra, "train.max_steps=1", "train.steps_per_epoch=1",
+                                  "optim.lr=0.0", f"model.init_weights={package}"))
+        tuned_pkg = export_run(Path(tuned["run_dir"]), tmp_path / "tuned_package")
+        start, tuned_state = (load_package(p).build_model().state_dict() for p in (package, tuned_pkg))
+        assert start.keys() == tuned_state.keys()
+        assert all(torch.equal(start[k], tuned_state[k]) for k in start)
+        with pytest.raises(ConfigError, match="init_weights"):
+            run_training(tiny("tasc_swinmt_tiny", tmp_path / "wrong", *extra, f"model.init_weights={package}"))
     if name == "swinsr_unetr_tiny":  # evaluate.py: model vs baseline on the sample's test slab
         from training.evaluate import main as evaluate_main
 

@@ -50,6 +50,8 @@ SCHEMA: dict[str, Option] = {
     "run.threads": Option(0, int, "torch CPU threads (0: leave torch's default / OMP_NUM_THREADS)"),
     "model.architecture": Option("swinsr_unetr", str, "registry name (JointSRSegLib.models.ARCHITECTURES)"),
     "model.preset": Option("tiny", str, "size preset", ("tiny", "small", "base")),
+    "model.init_weights": Option(None, str, "start from these weights (a model package folder/.zip or a "
+                                 ".safetensors file of the same network): fine-tuning", nullable=True),
     "model.overrides": Option({}, dict, "builder keyword arguments on top of the preset (scale, channels are set "
                               "from the data section)"),
     "data.root": Option("sample", str, "dataset folder (MSD, BraTS, images/+labels/) or 'sample' for the bundled "
@@ -87,6 +89,8 @@ SCHEMA: dict[str, Option] = {
     "augment.intensity_prob": Option(0.2, _NUM, "probability of noise, bias field and gamma (each)"),
     "augment.synthesis_prob": Option(0.0, _NUM, "probability of replacing the image by a SynthSeg-style image "
                                      "drawn from the labels"),
+    "augment.synthesis_min_contrast": Option(0.1, _NUM, "least intensity difference between any two labels of a "
+                                             "synthesised image (0-1 scale; degenerate contrasts are redrawn)"),
     "optim.name": Option("adam", str, "optimizer", ("adam", "adamw", "sgd")),
     "optim.lr": Option(1e-4, _NUM, "learning rate"),
     "optim.weight_decay": Option(0.0, _NUM, "weight decay"),

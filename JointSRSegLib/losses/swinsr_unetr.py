@@ -28,15 +28,26 @@ from .balancing import KendallWeighting
 _SQRT2 = math.sqrt(2.0)
 
 
-def laplace_nll(prediction: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def laplace_nll(prediction: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor,
+                beta: float = 0.0) -> torch.Tensor:
     """Mean heteroscedastic Laplace NLL with ``log_var = log Var`` per voxel (constant dropped).
 
     A Laplace law with scale ``b`` has variance ``2 b^2``; with ``s' = log b = (s - log 2) / 2`` the
     NLL is Kendall & Gal's ``|y - y_hat| exp(-s') + s'``.  In terms of the log-variance ``s`` this is
     ``sqrt(2) |y - y_hat| exp(-s/2) + s/2`` (up to the constant ``-log(2)/2``), so ``exp(s/2)`` is a
     standard deviation in image units.
+
+    ``beta > 0`` is the beta-NLL of Seitzer et al. (ICLR 2022): each voxel's NLL is multiplied by
+    its *detached* standard deviation to the power ``beta``.  Why: the plain NLL scales the
+    prediction's gradient by ``1/std``, so once the variance head is confident the SR term's
+    gradients grow by orders of magnitude and drown every other task on the shared trunk (the
+    segmentation then stops learning).  With ``beta = 1`` the prediction's gradient is exactly the
+    L1 gradient (times sqrt 2) whatever the predicted variance; the variance's optimum is unchanged.
     """
-    return (_SQRT2 * (target - prediction).abs() * torch.exp(-0.5 * log_var) + 0.5 * log_var).mean()
+    nll = _SQRT2 * (target - prediction).abs() * torch.exp(-0.5 * log_var) + 0.5 * log_var
+    if beta:
+        nll = nll * torch.exp(0.5 * beta * log_var.detach())
+    return nll.mean()
 
 
 def _as_label_map(seg_target: torch.Tensor) -> torch.Tensor:
@@ -52,10 +63,11 @@ class SwinSRUNETRLoss(nn.Module):
     """Dice (softmax, one-hot targets) + L1 (or Laplace NLL), balanced by Kendall uncertainty weighting."""
 
     def __init__(self, num_classes: int, aleatoric: bool = False, include_background: bool = True,
-                 clamp: float = 10.0):
+                 clamp: float = 10.0, nll_beta: float = 0.0):
         super().__init__()
         self.num_classes = num_classes
         self.aleatoric = aleatoric
+        self.nll_beta = float(nll_beta)
         self.dice = DiceLoss(include_background=include_background, to_onehot_y=True, softmax=True)
         self.weighting = KendallWeighting(1 if aleatoric else 2, clamp=clamp)
 
@@ -74,7 +86,7 @@ class SwinSRUNETRLoss(nn.Module):
         if self.aleatoric:
             if "sr_log_var" not in outputs:
                 raise KeyError("aleatoric loss needs outputs['sr_log_var'] (build the model with aleatoric=True)")
-            sr_loss = laplace_nll(sr, outputs["sr_log_var"], sr_target)
+            sr_loss = laplace_nll(sr, outputs["sr_log_var"], sr_target, self.nll_beta)
             total = self.weighting([seg_loss]) + sr_loss
             parts["sr_nll"] = sr_loss.detach()
             parts["weight_seg"] = self.weighting.task_weights()[0]

@@ -62,3 +62,34 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # truncated or foreign file
         raise ValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
+
+
+def load_initial_weights(network: torch.nn.Module, source: str | Path) -> None:
+    """Fine-tuning start: load a package's (sha256-verified) or a ``.safetensors`` file's weights strictly.
+
+    Raises ``ConfigError`` naming the file when it is missing, unreadable or does not fit the network.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from JointSRSegLib.errors import InputError
+    from JointSRSegLib.packaging import load_package
+    from training.config import ConfigError
+
+    path = Path(source).expanduser()
+    try:
+        if path.suffix == ".safetensors":
+            if not path.is_file():
+                raise ConfigError(f"{path}: model.init_weights: file not found")
+            data = path.read_bytes()
+        else:
+            data = load_package(path).read_weights()
+        state = load_safetensors(data)
+        network.load_state_dict(state, strict=True)
+    except InputError as error:
+        raise ConfigError(f"model.init_weights: {error}") from None
+    except SafetensorError as error:
+        raise ConfigError(f"{path}: model.init_weights: not a valid safetensors file ({error})") from None
+    except RuntimeError as error:
+        first = (str(error).strip().splitlines()[1:2] or [str(error)])[0].strip()
+        raise ConfigError(f"{path}: model.init_weights: weights do not fit the configured network ({first})") from None

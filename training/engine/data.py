@@ -140,9 +140,15 @@ def cached_cases(cfg: dict, cases: Sequence[dict], info: DataInfo, run_dir: Path
     return build_dataset(chosen, prep, cache_dir=cache_dir, cache_rate=rate, num_workers=1)
 
 
+VALIDATION_MIN_CONTRAST = 0.15
+
+
 def synthetic_contrast(item: dict, seed: int) -> dict:
-    """A fixed SynthSeg contrast of a validation case (seeded, so every validation sees the same)."""
-    synth = SynthesizeImageFromLabels(background_zero=True, bias_field_prob=0.0)
+    """A fixed SynthSeg contrast of a validation case (seeded, so every validation sees the same).
+
+    Tissues differ by at least :data:`VALIDATION_MIN_CONTRAST` (a draw with two equal tissues is
+    no MR contrast and cannot be segmented by any method)."""
+    synth = SynthesizeImageFromLabels(background_zero=True, bias_field_prob=0.0, min_contrast=VALIDATION_MIN_CONTRAST)
     synth.set_random_state(seed=seed)
     out = synth(dict(item))
     out["image"] = out["image"].repeat(item["image"].shape[0], 1, 1, 1)

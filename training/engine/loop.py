@@ -28,7 +28,15 @@ from tqdm import tqdm
 
 from training.config import save_config
 from training.engine import distributed as dist_utils
-from training.engine.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_atomically, set_rng_state
+from training.engine.checkpoint import (
+    BEST,
+    LAST,
+    load_checkpoint,
+    load_initial_weights,
+    rng_state,
+    save_atomically,
+    set_rng_state,
+)
 from training.engine.data import cached_cases, prepare_cases, training_batches
 from training.engine.logging import RunLogger
 from training.engine.schedules import build_optimizer, build_scheduler
@@ -114,6 +122,8 @@ class Trainer:
         self.step, self.best, self.best_step, self.bad_validations = 0, None, None, 0
         self.history: list[dict] = []
         self.checkpoint = load_checkpoint(last) if resume else None
+        if self.checkpoint is None and cfg["model"]["init_weights"]:
+            load_initial_weights(self.adapter.export_network(), cfg["model"]["init_weights"])
         if self.checkpoint is not None:
             self.adapter.modules.load_state_dict(self.checkpoint["modules"])
             self.step = int(self.checkpoint["step"])

@@ -90,7 +90,8 @@ class TaskAdapter(ABC):
                 "image", "label" if labels else [], flip_prob=aug["flip_prob"], affine_prob=aug["affine_prob"],
                 noise_prob=aug["intensity_prob"], bias_prob=aug["intensity_prob"], gamma_prob=aug["intensity_prob"]))
         if labels and aug["synthesis_prob"] > 0:
-            transforms.append(RandSynthesisd(aug["synthesis_prob"], SynthesizeImageFromLabels(background_zero=True)))
+            synth = SynthesizeImageFromLabels(background_zero=True, min_contrast=aug["synthesis_min_contrast"])
+            transforms.append(RandSynthesisd(aug["synthesis_prob"], synth))
         transforms.append(ToLabelTensord(["label"]))
         transforms.append(MakeLRHRPaird(protocol, self.factor, axis=2, label_key="label" if labels else None,
                                         inplane_noise_std=0.01 if protocol == "inplane" else 0.0))

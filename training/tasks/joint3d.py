@@ -1,7 +1,8 @@
 """3D joint SR + segmentation on patches: SwinSR-UNETR (and the REHRSeg segmenter trained alone).
 
 SwinSR-UNETR (Vianto et al., Sec. 3.2 "Loss Function"): Dice + L1 with Kendall uncertainty
-weighting (``SwinSRUNETRLoss``; ``loss.aleatoric: true`` switches L1 to the Laplace NLL).
+weighting (``SwinSRUNETRLoss``; ``loss.aleatoric: true`` switches L1 to the Laplace NLL,
+``loss.nll_beta`` makes it a beta-NLL).
 Validation runs the inference engine's sliding window on the whole LR case.
 """
 
@@ -37,7 +38,8 @@ class Joint3DAdapter(TaskAdapter):
         self.modules["net"] = self.build_network(
             in_channels=self.info.in_channels, seg_channels=self.info.num_classes,
             scale=(1, 1, self.factor), aleatoric=aleatoric)
-        self.modules["criterion"] = SwinSRUNETRLoss(self.info.num_classes, aleatoric=aleatoric)
+        self.modules["criterion"] = SwinSRUNETRLoss(self.info.num_classes, aleatoric=aleatoric,
+                                                    nll_beta=float(self.loss_options.get("nll_beta", 0.0)))
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = self.forward_module("net")(batch["lr_image"])
