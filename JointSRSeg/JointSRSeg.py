@@ -68,11 +68,15 @@ class JointSRSegParameterNode:
     inputVolume2: slicer.vtkMRMLScalarVolumeNode
     inputVolume3: slicer.vtkMRMLScalarVolumeNode
     inputVolume4: slicer.vtkMRMLScalarVolumeNode
-    modelId: str = "bspline"
+    # Synced by hand with modelSelector (entries: name and id, data: id), not through SlicerParameterName:
+    # the list of models is only known at run time, and a bound QComboBox needs a fixed Choice.
+    # "" = preselect the default for the request (JointSRSegLogic.defaultModel).
+    modelId: str = ""
     taskSR: bool = True
     taskInterp: bool = False
     taskSeg: bool = False
     scale: Annotated[int, WithinRange(2, 8)] = 4
+    srDirection: Annotated[str, Choice(["through-plane", "in-plane"])] = "through-plane"
     axis: Annotated[str, Choice(["auto", "I", "J", "K"])] = "auto"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     uncertainty: bool = False
@@ -98,6 +102,10 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: JointSRSegParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._models: dict = {}
+        self._modelIsDefault = True  # the selection follows the request until the user picks a model
+        self._choice = None  # why the default was preselected (JointSRSegLib.defaults.DefaultChoice)
+        self._request = None  # (tasks, protocol, scale) the selection was made for
+        self._syncing = False
         self._run = None
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
@@ -113,7 +121,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._populateModels()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.modelSelector.currentTextChanged.connect(self._updateModelInfo)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.deviceComboBox.currentTextChanged.connect(self._updateDeviceLabel)
         self.ui.overlayOpacitySlider.valueChanged.connect(lambda value: self.logic.setOverlayOpacity(value))
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -133,7 +141,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.onCancelButton()
@@ -153,41 +161,90 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode: JointSRSegParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._updateModelInfo(self._parameterNode.modelId)
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._modelIsDefault = not self._parameterNode.modelId  # a saved scene keeps its model if it fits
+            self._request = None
+            self._onParameterNodeModified()
 
     # ------------------------------------------------------------------ model information
 
     def _populateModels(self) -> None:
-        """Model menu: packages and baselines (baselines only until PyTorch is installed)."""
+        """Model menu: packages, ``self`` and baselines; each entry shows the name, its tooltip the card."""
         try:
             models = self.logic.availableModels()
         except Exception as error:  # a broken user package must not hide the module
             slicer.util.errorDisplay(f"Could not list models: {error}")
             models = []
         self._models = {m.id: m for m in models}
-        self.ui.modelSelector.clear()
-        for model in models:
-            self.ui.modelSelector.addItem(model.id)
+        selector = self.ui.modelSelector
+        selector.blockSignals(True)
+        selector.clear()
+        for index, model in enumerate(models):
+            selector.addItem(model.menu_text(), model.id)
+            selector.setItemData(index, model.card_text(), qt.Qt.ToolTipRole)
+        selector.blockSignals(False)
 
-    def _updateModelInfo(self, modelId: str) -> None:
+    def _currentRequest(self) -> tuple:
+        p = self._parameterNode
+        tasks = tuple(t for t, on in (("sr", p.taskSR), ("interp", p.taskInterp), ("seg", p.taskSeg)) if on)
+        return tasks, self.logic.requestProtocol(tasks, p.srDirection), p.scale
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """Tasks, direction or scale changed: preselect the default model for them (logic.modelForRequest)."""
+        p = self._parameterNode
+        if p is None or self._syncing:
+            return
+        self._syncing = True
+        try:
+            request = self._currentRequest()
+            if request != self._request or p.modelId not in self._models:
+                self._request = request
+                tasks, protocol, scale = request
+                model, self._choice = self.logic.modelForRequest(
+                    self._models, p.modelId, self._modelIsDefault, tasks, protocol, scale
+                )
+                self._modelIsDefault = self._choice is not None
+                if model != p.modelId:
+                    p.modelId = model
+            self._showModel(p.modelId)
+        finally:
+            self._syncing = False
+        self._checkCanApply()
+
+    def onModelSelected(self, index: int) -> None:
+        """The user picked a model: it stays selected; the tasks, direction and scale adapt to it."""
+        p, model = self._parameterNode, self._models.get(self.ui.modelSelector.itemData(index))
+        if p is None or model is None or self._syncing:
+            return
+        tasks, direction, scale = self.logic.requestForModel(model, self._currentRequest()[0], p.srDirection, p.scale)
+        self._syncing = True
+        try:
+            with slicer.util.NodeModify(p.parameterNode):
+                p.modelId = model.id
+                p.taskSR, p.taskInterp, p.taskSeg = ("sr" in tasks), ("interp" in tasks), ("seg" in tasks)
+                p.srDirection, p.scale = direction, scale
+            self._modelIsDefault, self._choice = False, None
+            self._request = self._currentRequest()
+            self._showModel(model.id)
+        finally:
+            self._syncing = False
+        self._checkCanApply()
+
+    def _showModel(self, modelId: str) -> None:
+        """Selector, card text and the controls that depend on the model (texts come from the logic)."""
         model = self._models.get(modelId)
         if model is None:
             return
-        self.ui.modelInfoLabel.text = model.summary()
-        for checkbox, task in (
-            (self.ui.taskSRCheckBox, "sr"),
-            (self.ui.taskInterpCheckBox, "interp"),
-            (self.ui.taskSegCheckBox, "seg"),
-        ):
-            checkbox.enabled = task in model.tasks
-            if task not in model.tasks:
-                checkbox.checked = False
+        selector = self.ui.modelSelector
+        selector.blockSignals(True)
+        selector.setCurrentIndex(selector.findData(modelId))
+        selector.blockSignals(False)
+        self.ui.modelInfoLabel.text = self.logic.modelInfoText(model, self._choice if self._modelIsDefault else None)
+        selector.toolTip = model.card_text()
         self.ui.uncertaintyCheckBox.enabled = bool(model.uncertainty)
         if not model.uncertainty:
             self.ui.uncertaintyCheckBox.checked = False
@@ -195,16 +252,16 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                      self.ui.inputVolume3Selector, self.ui.inputVolume4Selector]
         labels = [self.ui.inputVolumeLabel, self.ui.inputVolume2Label,
                   self.ui.inputVolume3Label, self.ui.inputVolume4Label]
-        for index, (selector, label) in enumerate(zip(selectors, labels)):
+        for index, (volumeSelector, label) in enumerate(zip(selectors, labels)):
             needed = index < max(1, len(model.inputs))
-            selector.visible = label.visible = needed
+            volumeSelector.visible = label.visible = needed
             if needed and index < len(model.inputs):
                 name, modality = model.inputs[index]
                 label.text = f"{name} ({modality}):" if modality != "any" else "Input volume:"
         self._updateDeviceLabel()
 
     def _updateDeviceLabel(self, *_) -> None:
-        model = self._models.get(self.ui.modelSelector.currentText)
+        model = self._models.get(self._parameterNode.modelId if self._parameterNode else "")
         if model is None:
             return
         self.ui.deviceLabel.text = "Device: " + self.logic.describeDevice(self.ui.deviceComboBox.currentText, model)
@@ -261,7 +318,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 axis="auto" if p.axis == "auto" else "IJK".index(p.axis), device=p.device,
                 uncertainty=p.uncertainty, uncertaintyMethod=p.uncertaintyMethod, opacity=p.overlayOpacity,
                 uncertainThreshold=p.uncertainThreshold if p.markUncertainVoxels else None,
-                outputNodes=outputs, progress=self._showProgress,
+                outputNodes=outputs, progress=self._showProgress, protocol=self._currentRequest()[1],
             )
         except InputError as error:
             self._finish(f"Cannot run: {error}", error=True)
@@ -346,6 +403,8 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
         self.test_super_resolution_geometry()
         self.setUp()
         self.test_bad_input_message()
+        self.setUp()
+        self.test_default_model_card()
 
     def _thick_volume(self):
         import JointSRSegNodes
@@ -385,3 +444,14 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
         self.assertIn("choose the axis explicitly", str(raised.exception))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
 
+    def test_default_model_card(self) -> None:
+        """The selector's default per request is a listed model whose card says research use only."""
+        self.delayDisplay("Default model per task, with its model card")
+        logic = JointSRSegLogic()
+        models = {m.id: m for m in logic.availableModels()}
+        for tasks in (("sr", "seg"), ("interp", "seg"), ("seg",)):
+            model = logic.defaultModel(tasks, None, 4)
+            self.assertIn(model, models)
+            self.assertIn("not for diagnosis", models[model].card_text())
+        self.assertEqual(logic.defaultModel(("sr",), "sr", 7), "bspline")  # no shipped package does x7
+        self.delayDisplay("Test passed")

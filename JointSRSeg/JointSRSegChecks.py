@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
 from JointSRSegLib.volume import Volume
 
 BASELINES = ("bspline", "linear", "nearest", "lanczos", "contour")
 SELF_SUPERVISED = "self"
+THROUGH_PLANE = ("sr", "interp")  # protocols of the classical interpolators and the self-supervised mode
+RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
 # Working memory per output voxel and task: float32 output + the resampler's float64 copy + input share.
 BASELINE_BYTES_PER_OUTPUT_VOXEL = 16
@@ -30,11 +33,11 @@ GIB = 1024**3
 
 @dataclass
 class ModelDescription:
-    """What the widget shows about a model before the user runs it."""
+    """What the widget shows about a model before the user runs it (the texts are built here, without Qt)."""
 
     id: str
     name: str
-    description: str
+    description: str  # the model card's summary (model.json ``description``)
     tasks: tuple[str, ...]
     inputs: tuple[tuple[str, str], ...]  # (channel name, modality)
     license: str = ""
@@ -45,6 +48,9 @@ class ModelDescription:
     expected_runtime: dict[str, Any] = field(default_factory=dict)
     factors: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     is_baseline: bool = False
+    protocols: tuple[str, ...] = THROUGH_PLANE  # input protocols the model serves (sr, interp, inplane)
+    source: str = ""  # builtin | user | "" (part of the module)
+    quality: str = ""  # what the model card measured (JointSRSegLib.defaults.quality_text)
 
     def runtime_text(self) -> str:
         """e.g. "about 12 s on GPU (RTX 3090), about 300 s on CPU"."""
@@ -59,25 +65,59 @@ class ModelDescription:
             parts.append(f"about {runtime['cpu_seconds_per_volume']} s on CPU")
         return ", ".join(parts) or "not stated by the package"
 
-    def summary(self) -> str:
+    def intended_use_text(self) -> str:
+        """The card's intended use; the module's research-use notice is added when the card lacks it."""
+        use = self.intended_use.strip()
+        if "not for diagnosis" in use.lower():
+            return use
+        return f"{use.rstrip('.')}. {RESEARCH_USE}" if use else RESEARCH_USE
+
+    def scale_text(self) -> str:
+        """e.g. "×4 (thick slices)", "×2 or ×4 (gapped slices)", "×2–×8 (thick slices, gapped slices)"."""
+        steps = list(self.factors)
+        contiguous = len(steps) > 2 and steps == list(range(steps[0], steps[-1] + 1))
+        factors = f"×{steps[0]}–×{steps[-1]}" if contiguous else " or ".join(f"×{f}" for f in steps)
+        where = ", ".join(PROTOCOL_TEXT.get(p, p) for p in self.protocols)
+        return f"{factors} ({where})" if factors else where
+
+    def menu_text(self) -> str:
+        """The selector entry, name and id: "B-spline interpolation — bspline"."""
+        return self.id if self.name in ("", self.id) else f"{self.name} — {self.id}"
+
+    def card_text(self) -> str:
+        """Name, card summary, licence and intended use (tooltip of the entry and the box under the selector)."""
         inputs = ", ".join(f"{name} ({modality})" for name, modality in self.inputs)
+        version = f", version {self.version}" if self.version else ""
         lines = [
+            f"{self.name or self.id} ({self.id}{version})",
             self.description,
-            f"Tasks: {', '.join(self.tasks)}.  Inputs: {inputs}.",
-            f"Expected time: {self.runtime_text()}.",
+            f"Tasks: {', '.join(TASK_TEXT.get(t, t) for t in self.tasks)}.  Scale: {self.scale_text()}.  "
+            f"Inputs: {inputs}.",
         ]
-        if self.license:
-            lines.append(f"Licence: {self.license}.")
-        if self.intended_use:
-            lines.append(f"Intended use: {self.intended_use}")
+        if self.quality:
+            lines.append(self.quality)
+        lines += [
+            f"Expected time: {self.runtime_text()}.",
+            f"Licence: {self.license or 'not stated'}.",
+            f"Intended use: {self.intended_use_text()}",
+        ]
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        return self.card_text()
 
 
 def describe_baseline(name: str) -> ModelDescription:
     label_only = name == "contour"
     return ModelDescription(
         id=name,
-        name=name,
+        name={
+            "nearest": "Nearest neighbour",
+            "linear": "Linear interpolation",
+            "bspline": "B-spline interpolation",
+            "lanczos": "Lanczos-3 interpolation",
+            "contour": "Contour interpolation (label maps)",
+        }[name],
         description={
             "nearest": "Nearest-neighbour interpolation (images or label maps).",
             "linear": "Linear interpolation.",
@@ -88,7 +128,7 @@ def describe_baseline(name: str) -> ModelDescription:
         tasks=("sr", "interp"),
         inputs=(("label map", "any"),) if label_only else (("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg)",
-        intended_use="Classical interpolation, a reference for the trained models. Research use only.",
+        intended_use="Classical interpolation, the reference for the trained models. " + RESEARCH_USE,
         is_baseline=True,
     )
 
@@ -97,18 +137,18 @@ def describe_self_supervised() -> ModelDescription:
     """The library's self-supervised SR: trains on the input's own in-plane detail (SMORE-style)."""
     return ModelDescription(
         id=SELF_SUPERVISED,
-        name="self-supervised SR",
+        name="Self-supervised SR",
         description="Self-supervised super-resolution: learns from the volume's own high-resolution "
         "in-plane detail, so it needs no training data (Zhao et al. 2021, SMORE).",
         tasks=("sr", "interp"),
         inputs=(("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg)",
-        intended_use="Research use only; not for diagnosis.",
+        intended_use="Research use, not for diagnosis.",
         expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 300},
     )
 
 
-def describe_package(package: Any) -> ModelDescription:
+def describe_package(package: Any, source: str = "") -> ModelDescription:
     meta = package.metadata
     return ModelDescription(
         id=package.id,
@@ -123,6 +163,9 @@ def describe_package(package: Any) -> ModelDescription:
         uncertainty=tuple(meta["uncertainty"]),
         expected_runtime=dict(meta["expected_runtime"]),
         factors=tuple(package.scale.factors),
+        protocols=(meta["protocol"],),
+        source=source,
+        quality=quality_text(meta),
     )
 
 
@@ -151,8 +194,13 @@ def check_request(
     device: str,
     uncertainty: bool,
     available_bytes: int | None = None,
+    protocol: str | None = None,
 ) -> CheckResult:
-    """Raise InputError (what to change) or return the axis, memory estimate and warnings."""
+    """Raise InputError (what to change) or return the axis, memory estimate and warnings.
+
+    ``protocol`` is the kind of input the user asked for (sr: thick slices, interp: gapped slices,
+    inplane: coarse pixels in each slice); None accepts whatever the model was made for.
+    """
     source = volume.source
     if not tasks:
         raise InputError(None, "tick at least one task (super-resolution, slice interpolation or segmentation)")
@@ -163,6 +211,7 @@ def check_request(
             f"this model does {', '.join(model.tasks)}, not {', '.join(unsupported)}; "
             "choose a model that lists the task or untick it",
         )
+    _check_protocol(model, protocol)
     if volume.channels != len(model.inputs) and not model.is_baseline:
         names = ", ".join(name for name, _ in model.inputs)
         raise InputError(
@@ -200,10 +249,30 @@ def check_request(
             ) from None
     else:
         through = through_plane_axis(volume, int(axis))
-    warnings = _geometry_warnings(volume, through, factor)
-    estimate = estimate_memory_bytes(volume, tasks, factor, model)
+    inplane = (protocol or model.protocols[0]) == "inplane"
+    warnings = [] if inplane else _geometry_warnings(volume, through, factor)
+    estimate = estimate_memory_bytes(volume, tasks, factor * factor if inplane else factor, model)
     _check_memory(estimate, device, model, available_bytes)
     return CheckResult(axis=through, estimated_bytes=estimate, warnings=warnings)
+
+
+def _check_protocol(model: ModelDescription, protocol: str | None) -> None:
+    if protocol is None or protocol in model.protocols:
+        return
+    if protocol == "inplane":
+        raise InputError(
+            model.id,
+            "works through-plane (thick or gapped slices), not in-plane; choose an in-plane package "
+            "or set SR direction to through-plane",
+        )
+    if "inplane" in model.protocols:
+        raise InputError(
+            model.id, "does in-plane super-resolution; set SR direction to in-plane or choose a through-plane model"
+        )
+    made_for = ", ".join(PROTOCOL_TEXT.get(p, p) for p in model.protocols)
+    raise InputError(
+        model.id, f"was made for {made_for}, not {PROTOCOL_TEXT.get(protocol, protocol)}; choose a model for this input"
+    )
 
 
 def _geometry_warnings(volume: Volume, axis: int, factor: int) -> list[str]:
@@ -225,7 +294,10 @@ def _geometry_warnings(volume: Volume, axis: int, factor: int) -> list[str]:
 
 
 def estimate_memory_bytes(volume: Volume, tasks: tuple[str, ...], factor: int, model: ModelDescription) -> int:
-    """Peak working memory of the run (outputs and intermediate copies), in bytes."""
+    """Peak working memory of the run (outputs and intermediate copies), in bytes.
+
+    ``factor`` is output voxels per input voxel: R through-plane, R² for in-plane SR.
+    """
     output_voxels = int(np.prod(volume.shape)) * factor
     per_voxel = BASELINE_BYTES_PER_OUTPUT_VOXEL if model.is_baseline else MODEL_BYTES_PER_OUTPUT_VOXEL
     estimate = output_voxels * per_voxel * max(1, len(tasks)) + volume.array.nbytes

@@ -45,6 +45,7 @@ import JointSRSegChecks as checks  # noqa: E402
 import JointSRSegNodes as nodes  # noqa: E402
 
 from JointSRSegLib.api import CancelToken, Prediction, predict  # noqa: E402
+from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, normalize_tasks, request_protocol  # noqa: E402
 from JointSRSegLib.errors import CancelledError, InputError  # noqa: E402
 from JointSRSegLib.report import package_versions  # noqa: E402
 from JointSRSegLib.volume import Volume  # noqa: E402
@@ -53,6 +54,8 @@ ProgressCallback = Callable[[float, str], None]
 STAGES = ("checking input", "preparing", "running", "importing results")
 TASK_LABELS = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
 DEFAULT_UNCERTAIN_THRESHOLD = 0.5
+# The panel's "SR direction" -> the request's protocol (None: thick slices, or gapped when interpolating).
+SR_DIRECTIONS = {"through-plane": None, "in-plane": "inplane"}
 
 
 @dataclass
@@ -209,19 +212,87 @@ class JointSRSegLogic:
     # ------------------------------------------------------------------ models
 
     def availableModels(self) -> list[checks.ModelDescription]:
-        """Installed packages first (built-in, then the user's), then the classical baselines."""
-        found = []
+        """Installed packages first (built-in, then the user's), then ``self`` and the classical baselines.
+
+        A user package with a built-in id replaces the built-in entry (``resolve_model`` runs the user's).
+        Listing reads only model.json, so it works before PyTorch is installed.
+        """
+        found: dict[str, checks.ModelDescription] = {}
         try:
             from JointSRSegLib.packaging import available_models as registry
             from JointSRSegLib.packaging import load_package
-        except ImportError:  # torch missing: only the baselines can run until dependencies are installed
+        except ImportError:  # a dependency missing: only the baselines can run until it is installed
             registry = None
         if registry is not None:
             for info in registry():
                 if info.source != "baseline" and info.path is not None:
-                    found.append(checks.describe_package(load_package(info.path, verify_weights=False)))
+                    found[info.id] = checks.describe_package(load_package(info.path, verify_weights=False), info.source)
         baselines = [checks.describe_baseline(name) for name in checks.BASELINES]
-        return found + [checks.describe_self_supervised()] + baselines
+        return list(found.values()) + [checks.describe_self_supervised()] + baselines
+
+    # ------------------------------------------------------------------ default model per request
+
+    def requestProtocol(self, tasks: str | Sequence[str], srDirection: str = "through-plane") -> str:
+        """The protocol the panel's tasks and SR direction ask for: sr, interp or inplane."""
+        return request_protocol(tasks, SR_DIRECTIONS[srDirection] if "interp" not in normalize_tasks(tasks) else None)
+
+    def defaultChoice(self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4) -> DefaultChoice:
+        """The shipped package that best fits the request and why (``JointSRSegLib.defaults``), else bspline."""
+        return choose_default(tasks, protocol, scale, fallback=checks.BASELINES[0])
+
+    def defaultModel(self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4) -> str:
+        """Id of the model the selector preselects, e.g. ``defaultModel("interp", None, 4)`` -> the TASC package."""
+        return self.defaultChoice(tasks, protocol, scale).model or checks.BASELINES[0]
+
+    @staticmethod
+    def modelFits(model: checks.ModelDescription, tasks: Sequence[str], protocol: str | None, scale: int) -> bool:
+        return fits(model.tasks, model.protocols, model.factors, tasks, protocol, scale)
+
+    def modelForRequest(
+        self,
+        models: Mapping[str, checks.ModelDescription],
+        currentId: str,
+        currentIsDefault: bool,
+        tasks: Sequence[str],
+        protocol: str | None,
+        scale: int,
+    ) -> tuple[str, DefaultChoice | None]:
+        """After the tasks, direction or scale changed: keep a model the user picked while it still fits,
+        else preselect the default for the new request.  Returns the model id and, when it is the
+        default, the :class:`DefaultChoice` (None: the user's pick was kept)."""
+        current = models.get(currentId)
+        if current is not None and not currentIsDefault and self.modelFits(current, tasks, protocol, scale):
+            return currentId, None
+        choice = self.defaultChoice(tasks, protocol, scale)
+        if choice.model not in models:  # e.g. a package that no longer loads
+            fallback = checks.BASELINES[0]
+            choice = DefaultChoice(fallback, f"{choice.reason}; {choice.model} is not available, using {fallback}")
+        return choice.model, choice
+
+    @staticmethod
+    def requestForModel(
+        model: checks.ModelDescription, tasks: Sequence[str], srDirection: str, scale: int
+    ) -> tuple[tuple[str, ...], str, int]:
+        """After the user picked ``model``: the tasks, SR direction and scale adjusted so that it fits
+        (tasks it cannot do unticked, its protocol's task ticked, the nearest factor it supports)."""
+        kept = [t for t in normalize_tasks(tasks) if t in model.tasks]
+        protocol = model.protocols[0] if len(model.protocols) == 1 else None
+        if protocol == "interp" and "interp" in model.tasks:
+            kept = [t for t in kept if t != "sr"] + ([] if "interp" in kept else ["interp"])
+        if not kept:
+            kept = [model.tasks[0]]
+        direction = "in-plane" if protocol == "inplane" else "through-plane"
+        factor, usable = int(scale), [f for f in model.factors if 2 <= f <= 8]  # the panel's range
+        if usable and factor not in usable:
+            factor = min(usable, key=lambda f: (abs(f - factor), f))
+        return tuple(t for t in ("sr", "interp", "seg") if t in kept), direction, factor
+
+    def modelInfoText(self, model: checks.ModelDescription, choice: DefaultChoice | None = None) -> str:
+        """The box under the selector: the model card text, and why the model was preselected."""
+        text = model.card_text()
+        if choice is not None:
+            text += f"\nPreselected: {choice.reason}."
+        return text
 
     def resolveModel(self, model: str | Path) -> tuple[checks.ModelDescription, Any]:
         """The model's description and what ``predict`` takes (baseline name or verified package)."""
@@ -250,8 +321,13 @@ class JointSRSegLogic:
         uncertainThreshold: float | None = None,
         outputNodes: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        protocol: str | None = None,
     ) -> RunRequest:
-        """Main thread: check the request and copy the voxels; raises InputError with the fix."""
+        """Main thread: check the request and copy the voxels; raises InputError with the fix.
+
+        ``protocol`` (sr, interp, inplane; the panel's tasks and SR direction) makes a model made for
+        another kind of input fail here with the fix; None runs the model on its own protocol.
+        """
         notify = progress or (lambda fraction, stage: None)
         notify(0.0, "checking input")
         inputs = list(inputVolume) if isinstance(inputVolume, (list, tuple)) else [inputVolume]
@@ -264,7 +340,7 @@ class JointSRSegLogic:
         volume = nodes.volume_from_nodes(inputs, [name for name, _ in description.inputs])
         modalities = [nodes.input_modality(self.scene, n) for n in inputs]
         result = checks.check_request(
-            volume, description, tasks, scale, axis, modalities, device.lower(), uncertainty
+            volume, description, tasks, scale, axis, modalities, device.lower(), uncertainty, protocol=protocol
         )
         return RunRequest(
             inputNodes=inputs,
@@ -502,6 +578,7 @@ def slicer_log(message: str) -> None:
 
 
 __all__ = [
+    "SR_DIRECTIONS",
     "BackgroundRun",
     "CancelToken",
     "CancelledError",

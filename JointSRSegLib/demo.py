@@ -10,6 +10,7 @@ import numpy as np
 
 from .api import predict
 from .baselines import upsample_image
+from .defaults import choose_default
 from .degradation import crop_to_grid, simulate_thick_slices
 from .evaluation import evaluate_volumes
 from .io import read_volume
@@ -36,39 +37,16 @@ class DemoPlan:
     reason: str
 
 
-def _recorded_gain(info) -> float | None:
-    """The PSNR gain over B-spline a package's card recorded at the demo factor (sr protocol)."""
-    from .packaging import load_package
-
-    try:
-        check = load_package(info.path, verify_weights=False).metadata.get("metrics", {}).get("regression_check", {})
-    except Exception:  # a package that does not load is simply not chosen
-        return None
-    if check.get("protocol") != "sr" or check.get("factor") != DEMO_FACTOR:
-        return None
-    gain = check.get("psnr_gain_over_bspline_db")
-    return float(gain) if gain is not None else None
-
-
 def demo_plan(factor: int = DEMO_FACTOR) -> DemoPlan:
     """SR by the built-in package with the best *measured* gain over B-spline, or else by the
     self-supervised mode (it trains on the scan and beats B-spline; docs/selfsr.md); segmentation
-    by a built-in package that segments thick-slice input at ``factor``."""
-    from .packaging import available_models
-
-    sr_candidates, seg_model = [], None
-    for info in available_models():
-        if info.source != "builtin" or not info.supports_factor(factor, "sr"):
-            continue
-        if "seg" in info.tasks and seg_model is None:
-            seg_model = info.id
-        gain = _recorded_gain(info) if "sr" in info.tasks else None
-        if gain is not None and gain > 0:
-            sr_candidates.append((gain, info.id))
-    if sr_candidates:
-        gain, model = max(sr_candidates)
-        return DemoPlan(model, seg_model, f"{model} recorded +{gain:.2f} dB over B-spline at x{factor}")
-    return DemoPlan("self", seg_model, f"no built-in SR package recorded a gain over B-spline at x{factor}")
+    by the built-in package that segments thick-slice input at ``factor`` (best recorded Dice first).
+    Both come from :func:`JointSRSegLib.defaults.choose_default`, the rule the Slicer module uses."""
+    sr = choose_default(("sr",), "sr", factor, require_gain=True, fallback="self")
+    seg = choose_default(("seg",), "sr", factor, fallback=None)
+    if sr.model != "self" and sr.gain_db is not None:
+        return DemoPlan(sr.model, seg.model, f"{sr.model} recorded +{sr.gain_db:.2f} dB over B-spline at x{factor}")
+    return DemoPlan("self", seg.model, f"no built-in SR package recorded a gain over B-spline at x{factor}")
 
 
 def run_demo(

@@ -23,10 +23,7 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from .baselines import BASELINE_NAMES
 from .errors import InputError
@@ -42,6 +39,10 @@ from .package_files import (
 )
 from .package_schema import SCHEMA_VERSION, ScaleSpec, validate_metadata
 
+if TYPE_CHECKING:  # torch is imported where weights are read: listing packages works without it (Slicer)
+    import torch
+    import torch.nn as nn
+
 METADATA_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -55,9 +56,14 @@ def user_models_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".jointsrseg" / "models"
 
 
-def _known_architectures() -> Mapping[str, Any]:
-    from .models import ARCHITECTURES  # imported late: building the zoo is only needed for packages
-
+def _known_architectures() -> Mapping[str, Any] | None:
+    """The architecture registry, or None where PyTorch is not installed yet (a fresh 3D Slicer):
+    packages are then listed from their schema-checked model.json, and the architecture is
+    checked when the model is built, after the module has installed PyTorch."""
+    try:
+        from .models import ARCHITECTURES  # imported late: building the zoo is only needed for packages
+    except ImportError:
+        return None
     return ARCHITECTURES
 
 
@@ -343,6 +349,8 @@ def import_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     a ``module.`` prefix left by DataParallel.  Use the result with ``model.load_state_dict``
     and :func:`save_package` to make a package.
     """
+    import torch
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(path, "checkpoint not found")

@@ -20,6 +20,8 @@ MODULE = ROOT / "JointSRSeg"
 UI = MODULE / "Resources" / "UI" / "JointSRSeg.ui"
 # Top-level Resources the module does not ship: the CLI demo's sample data (and its generator).
 NOT_SHIPPED = ("Resources/SampleData/",)
+# Parameter-node fields the widget syncs with a widget by hand, not through SlicerParameterName.
+SYNCED_BY_HAND = {"modelId": "modelSelector"}
 
 
 def cmake_entries() -> set[str]:
@@ -84,14 +86,30 @@ def test_ui_parses_and_referenced_widgets_exist():
     assert not sorted(used - set(widgets)), f"missing in the .ui: {sorted(used - set(widgets))}"
 
 
-def test_parameter_names_match_fields_one_to_one():
+def bound_parameters() -> dict[str, str]:
     bound = {}
     for name, widget in ui_widgets().items():
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.find("string").text] = name
-    fields = parameter_fields()
+    return bound
+
+
+def test_parameter_names_match_fields_one_to_one():
+    bound = bound_parameters()
+    fields = parameter_fields() - set(SYNCED_BY_HAND)
     assert set(bound) == fields, f"unbound fields {fields - set(bound)}, unknown names {set(bound) - fields}"
+
+
+def test_hand_synced_parameters():
+    """The model list is only known at run time, and a QComboBox bound through SlicerParameterName
+    needs a fixed Choice (Slicer's QComboBoxToStringableConnector), so the widget syncs modelId itself."""
+    source = (MODULE / "JointSRSeg.py").read_text()
+    bound = bound_parameters()
+    for field, widget in SYNCED_BY_HAND.items():
+        assert field in parameter_fields() and widget in ui_widgets()
+        assert widget not in bound.values(), f"{widget} must not also be bound through SlicerParameterName"
+        assert f"p.{field} = " in source and f"self.ui.{widget}" in source
 
 
 def test_node_selectors_follow_the_scene():

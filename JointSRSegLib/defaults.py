@@ -1,0 +1,222 @@
+"""Which shipped model a request gets when nobody names one: the single rule behind ``jointsrseg demo``
+and the Slicer module's preselected model (no Slicer imports, no torch needed).
+
+A *request* is the tasks (``sr``, ``interp``, ``seg``), the protocol of the input -- ``sr`` (thick
+slices), ``interp`` (gapped slices) or ``inplane`` (coarse pixels in every slice), see README "The
+standard degradation protocols" -- and the factor R.  A built-in package (``Resources/Models``) *fits*
+when it lists every requested task, was made for that protocol and supports R.  Among the packages
+that fit, the one whose model card (``metrics.regression_check`` in model.json) records the largest
+PSNR gain over B-spline under that protocol and factor comes first -- for a segmentation-only request,
+the largest mean Dice; a package without such a record ranks after those with one, in folder order.
+When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module; the demo asks for
+a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("sr", "interp", "seg")
+PROTOCOLS = ("sr", "interp", "inplane")
+TASK_TEXT = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
+PROTOCOL_TEXT = {"sr": "thick slices", "interp": "gapped slices", "inplane": "in-plane"}
+DEFAULT_FALLBACK = "bspline"
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    """The model a request gets and why (shown under Slicer's model selector, kept in the demo report)."""
+
+    model: str | None  # a package id, or the fallback (None when the caller gave none)
+    reason: str
+    gain_db: float | None = None  # PSNR gain over B-spline the chosen package's card records for this request
+    dice: float | None = None  # mean Dice the chosen package's card records for this request
+
+
+def normalize_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """``"sr,seg"`` or ``["SR", "seg"]`` -> ``("sr", "seg")`` (order kept, duplicates dropped)."""
+    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    wanted = tuple(dict.fromkeys(t.strip().lower() for t in items if t and t.strip()))
+    unknown = [t for t in wanted if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the tasks are {', '.join(TASKS)}")
+    return wanted
+
+
+def request_protocol(tasks: str | Sequence[str], protocol: str | None = None) -> str:
+    """The protocol of a request: the one given, else ``interp`` for slice interpolation, else ``sr``."""
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; the protocols are {', '.join(PROTOCOLS)}")
+        return protocol
+    return "interp" if "interp" in normalize_tasks(tasks) else "sr"
+
+
+def fits(
+    model_tasks: Iterable[str],
+    model_protocols: Iterable[str],
+    model_factors: Iterable[int],
+    tasks: str | Sequence[str],
+    protocol: str | None,
+    factor: int,
+) -> bool:
+    """Whether a model (its tasks, protocols and factors) can serve the request."""
+    wanted = normalize_tasks(tasks)
+    return (
+        bool(wanted)
+        and set(wanted) <= set(model_tasks)
+        and request_protocol(wanted, protocol) in tuple(model_protocols)
+        and int(factor) in tuple(model_factors)
+    )
+
+
+def regression_check(
+    metadata: Mapping[str, Any] | None, protocol: str | None = None, factor: int | None = None
+) -> dict[str, Any] | None:
+    """The card's ``metrics.regression_check``, if it was measured under ``protocol`` at ``factor``."""
+    metrics = (metadata or {}).get("metrics")
+    check = metrics.get("regression_check") if isinstance(metrics, Mapping) else None
+    if not isinstance(check, Mapping):
+        return None
+    if protocol is not None and check.get("protocol") != protocol:
+        return None
+    if factor is not None and check.get("factor") != factor:
+        return None
+    return dict(check)
+
+
+def _number(check: Mapping[str, Any] | None, key: str) -> float | None:
+    value = (check or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def recorded_gain(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> float | None:
+    """PSNR gain over B-spline (dB) the card records under ``protocol`` at ``factor``, else None."""
+    return _number(regression_check(metadata, protocol, factor), "psnr_gain_over_bspline_db")
+
+
+def recorded_dice(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> float | None:
+    """Mean Dice the card records under ``protocol`` at ``factor``, else None."""
+    return _number(regression_check(metadata, protocol, factor), "dice_mean")
+
+
+def quality_text(metadata: Mapping[str, Any] | None) -> str:
+    """One line on what the card measured, e.g. "Measured (model card, thick slices ×4): PSNR 27.35 dB, -0.34 dB
+    vs B-spline; mean Dice 0.72." -- so a preselected package never looks better than it is."""
+    check = regression_check(metadata)
+    if not check:
+        return "Measured quality: not recorded on the model card."
+    psnr, dice = _number(check, "psnr_db"), _number(check, "dice_mean")
+    gain = _number(check, "psnr_gain_over_bspline_db")
+    parts = []
+    if psnr is not None:
+        parts.append(f"PSNR {psnr:.2f} dB" + (f", {gain:+.2f} dB vs B-spline" if gain is not None else ""))
+    elif gain is not None:
+        parts.append(f"{gain:+.2f} dB PSNR vs B-spline")
+    if dice is not None:
+        parts.append(f"mean Dice {dice:.2f}")
+    where = PROTOCOL_TEXT.get(str(check.get("protocol")), str(check.get("protocol", "?")))
+    factor = check.get("factor")
+    scope = f"{where} ×{factor}" if factor is not None else where
+    return f"Measured (model card, {scope}): {'; '.join(parts) or 'no figures'}."
+
+
+def describe_request(tasks: str | Sequence[str], protocol: str | None, factor: int) -> str:
+    """e.g. "super-resolution + segmentation ×4 (thick slices)"."""
+    wanted = normalize_tasks(tasks)
+    what = " + ".join(TASK_TEXT[t] for t in wanted) or "no task"
+    return f"{what} ×{factor} ({PROTOCOL_TEXT[request_protocol(wanted, protocol)]})"
+
+
+def shipped_packages() -> list[Any]:
+    """The built-in packages (``Resources/Models``), model.json checked, weights not read."""
+    from .packaging import BUILTIN_MODELS_DIR, _scan  # the folder scan that also feeds available_models
+
+    return list(_scan(BUILTIN_MODELS_DIR))
+
+
+def choose_default(
+    tasks: str | Sequence[str],
+    protocol: str | None = None,
+    factor: int = 4,
+    *,
+    require_gain: bool = False,
+    fallback: str | None = DEFAULT_FALLBACK,
+    packages: Iterable[Any] | None = None,
+) -> DefaultChoice:
+    """The best shipped package for the request (module docstring), or ``fallback``.
+
+    ``require_gain`` keeps only packages whose card records a positive PSNR gain over B-spline for
+    this request (the demo's SR).  ``packages`` (``ModelPackage``-like: ``id``, ``tasks``,
+    ``protocol``, ``scale.factors``, ``metadata``) replaces the built-in folder, e.g. in tests.
+    """
+    wanted = normalize_tasks(tasks)
+    factor = int(factor)
+    if not wanted:
+        return DefaultChoice(fallback, "no task requested" + (f"; using {fallback}" if fallback else ""))
+    proto = request_protocol(wanted, protocol)
+    image_task = any(t in ("sr", "interp") for t in wanted)
+    ranked, fitting = [], 0
+    for order, package in enumerate(shipped_packages() if packages is None else packages):
+        if not fits(package.tasks, (package.protocol,), package.scale.factors, wanted, proto, factor):
+            continue
+        fitting += 1
+        gain = recorded_gain(package.metadata, proto, factor)
+        dice = recorded_dice(package.metadata, proto, factor)
+        if require_gain and not (gain is not None and gain > 0):
+            continue
+        primary = gain if image_task else dice
+        secondary = dice if image_task and "seg" in wanted else None
+        key = (primary is not None, primary or 0.0, secondary is not None, secondary or 0.0, -order)
+        ranked.append((key, package.id, gain, dice))
+    request = describe_request(wanted, proto, factor)
+    if not ranked:
+        if require_gain and fitting:
+            problem = f"no shipped package records a gain over B-spline for {request}"
+        else:
+            problem = f"no shipped package does {request}"
+        return DefaultChoice(fallback, problem + (f"; using {fallback}" if fallback else ""))
+    _, model, gain, dice = max(ranked)
+    if gain is not None and gain > 0:
+        reason = f"{model} records {gain:+.2f} dB PSNR over B-spline for {request}"
+    elif len(ranked) == 1:
+        reason = f"{model} is the shipped package for {request}"
+    else:
+        metric = "PSNR gain" if image_task else "Dice"
+        reason = f"{model} has the best recorded {metric} of the {len(ranked)} shipped packages for {request}"
+    if not (gain is not None and gain > 0):
+        if image_task and gain is not None:
+            reason += f"; its card records {gain:+.2f} dB PSNR vs B-spline"
+        elif not image_task and dice is not None:
+            reason += f"; its card records mean Dice {dice:.2f}"
+    return DefaultChoice(model, reason, gain, dice)
+
+
+def default_model(
+    tasks: str | Sequence[str], protocol: str | None = None, factor: int = 4, fallback: str = DEFAULT_FALLBACK
+) -> str:
+    """The id :func:`choose_default` picks (``fallback`` when no shipped package fits)."""
+    return choose_default(tasks, protocol, factor, fallback=fallback).model or fallback
+
+
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "PROTOCOLS",
+    "PROTOCOL_TEXT",
+    "TASKS",
+    "TASK_TEXT",
+    "DefaultChoice",
+    "choose_default",
+    "default_model",
+    "describe_request",
+    "fits",
+    "normalize_tasks",
+    "quality_text",
+    "recorded_dice",
+    "recorded_gain",
+    "regression_check",
+    "request_protocol",
+    "shipped_packages",
+]
