@@ -22,11 +22,12 @@ SCHEMA_VERSION = 1
 TASKS = ("sr", "interp", "seg")
 PROTOCOLS = ("sr", "interp", "inplane")
 FACTOR_AXES = ("through_plane", "in_plane", "all", "none")
-# Uncertainty a package may declare: "<task>_<kind>", kinds per task family.
+# Uncertainty a package may declare: "<task>_<kind>", kinds per task family.  ``seg_uasr``: REHRSeg's
+# UASR map (the self-SR teacher's Eq. 5 uncertainty on the HR grid), shipped with its segmenter.
 UNCERTAINTY_KINDS = {
     "sr": ("aleatoric", "sample_variance"),
     "interp": ("aleatoric", "sample_variance"),
-    "seg": ("entropy", "mutual_information"),
+    "seg": ("entropy", "mutual_information", "uasr"),
 }
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,

@@ -55,6 +55,18 @@ def packages(tmp_path_factory):
         "rdst": make_package(
             folder, "rdst", tasks=["sr"], package_scale=[1, 1, 2], protocol="sr", in_channels=1, scale=(1, 2)
         ),
+        "rehrseg": make_package(
+            folder,
+            "rehrseg_seg_uasr",
+            tasks=["seg"],
+            package_scale=[1, 1, 2],
+            protocol="sr",
+            labels=TISSUE_LABELS,
+            uncertainty=["seg_uasr"],
+            segmenter={"in_channels": 1, "num_classes": 3, "scale": (1, 1, 2), "features": (8, 16, 32, 48)},
+            teacher={"in_channels": 1, "num_classes": 3, "scale": 2, "slice_axis": 2, "features": (8, 16, 24, 32),
+                     "blocks_per_layer": (1, 1, 1, 1)},
+        ),
     }
 
 
@@ -73,6 +85,31 @@ def test_3d_joint_model_outputs_on_protocol_grid(packages, name):
         assert u.min() >= 0.0 and u.max() <= 1.0 and u.std() > 0
     assert result.report["model"]["weights_sha256"] and result.report["model"]["device"].startswith("cpu")
     assert set(result.report["model"]["uncertainty"]) == {"uncertainty_sr", "uncertainty_seg"}
+
+
+def test_rehrseg_package_gives_the_uasr_map_as_segmentation_uncertainty(packages, monkeypatch):
+    """A ``seg_uasr`` package: ``uncertainty_seg`` is the teacher's U on the HR grid (in [0, 1]); the
+    teacher runs only when the map is asked for; TTA replaces it by the mutual information."""
+    from JointSRSegLib.models.rehrseg_sr import REHRSegSR
+
+    calls = []
+    forward = REHRSegSR.forward
+    monkeypatch.setattr(REHRSegSR, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    lr = _crop(read_volume(DATA / "orientation" / "RAS.nii.gz"))
+    plain = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1)
+    assert set(plain.outputs) == {"seg"} and not calls
+    result = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True)
+    assert calls
+    expected = subdivide_grid(lr.grid, 2, 1)
+    u = result.outputs["uncertainty_seg"]
+    assert u.grid.almost_equal(expected) and result.outputs["seg"].grid.almost_equal(expected)
+    assert 0.0 < u.array.min() and u.array.max() < 1.0 and u.array.std() > 0
+    assert result.report["model"]["uncertainty_kinds"] == {"uncertainty_seg": "uasr"}
+    assert np.array_equal(result.outputs["seg"].array, plain.outputs["seg"].array)
+    calls.clear()
+    tta = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True,
+                  uncertainty_method="tta")
+    assert not calls and tta.report["model"]["uncertainty_kinds"] == {"uncertainty_seg": "mutual_information"}
 
 
 def test_2d_pairwise_interpolation_keeps_acquired_slices(packages):

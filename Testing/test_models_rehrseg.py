@@ -1,4 +1,5 @@
-"""Tests of the REHRSeg networks (rehrseg_sr, rehrseg_seg) and losses (JointSRSegLib.losses.rehrseg)."""
+"""Tests of the REHRSeg networks (rehrseg_sr, rehrseg_seg, rehrseg_seg_uasr) and losses
+(JointSRSegLib.losses.rehrseg)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,40 @@ def test_registry_entries():
     assert sr.tasks == ("sr", "seg", "sr_uncertainty") and sr.dims == 3 and sr.paper == "rehrseg.txt"
     assert seg.tasks == ("seg",) and seg.dims == 3 and seg.paper == "rehrseg.txt"
     assert set(sr.presets) == set(seg.presets) == set(PRESETS)
+    both = ARCHITECTURES["rehrseg_seg_uasr"]
+    assert both.tasks == ("seg", "sr_uncertainty") and both.dims == 3 and both.paper == "rehrseg.txt"
+    for preset in PRESETS:  # the pair is exactly the two networks' presets
+        assert both.presets[preset] == {"segmenter": seg.presets[preset], "teacher": sr.presets[preset]}
+
+
+def test_segmenter_with_uasr_teacher_at_inference():
+    """``rehrseg_seg_uasr``: the segmenter's outputs unchanged, plus the teacher's U computed on the
+    [-1, 1]-rescaled image with the segmenter's own one-hot LR segmentation as the annotation."""
+    torch.manual_seed(0)
+    net = build("rehrseg_seg_uasr", "tiny", segmenter={**ARCHITECTURES["rehrseg_seg"].presets["tiny"],
+                                                       "num_classes": 3},
+                teacher={**ARCHITECTURES["rehrseg_sr"].presets["tiny"], "num_classes": 3}).eval()
+    x = torch.rand(1, 1, *LR_SHAPE)
+    with torch.no_grad():
+        out = net(x)
+        seg = net.segmenter(x)
+        one_hot = F.one_hot(seg["seg_lr"].argmax(1), 3).movedim(-1, 1).float()
+        teacher = net.teacher(x * 2 - 1, one_hot)
+    X, Y, Z = LR_SHAPE
+    assert out["seg"].shape == (1, 3, X, Y, 4 * Z) and out["sr_uncertainty"].shape == (1, 1, X, Y, 4 * Z)
+    assert torch.equal(out["seg"], seg["seg"]) and torch.equal(out["seg_lr"], seg["seg_lr"])
+    assert torch.allclose(out["sr_uncertainty"], teacher["sr_uncertainty"])
+    assert (out["sr_uncertainty"] > 0).all() and (out["sr_uncertainty"] < 1).all()
+    net.select_heads({"seg"})  # no uncertainty wanted: the teacher does not run
+    with torch.no_grad():
+        assert set(net(x)) == {"seg", "seg_lr"}
+    net.select_heads(None)
+    with torch.no_grad():
+        assert "sr_uncertainty" in net(x)
+    with pytest.raises(ValueError, match="same thick-slice axis"):
+        build("rehrseg_seg_uasr", "tiny", teacher={**ARCHITECTURES["rehrseg_sr"].presets["tiny"], "scale": 2})
+    with pytest.raises(ValueError, match="must agree"):
+        build("rehrseg_seg_uasr", "tiny", teacher={**ARCHITECTURES["rehrseg_sr"].presets["tiny"], "num_classes": 3})
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -157,6 +157,7 @@ def test_wrong_sha256_in_metadata_is_refused(package_dir):
         ({"protocol": "thick"}, "protocol must be one of"),
         ({"tasks": ["seg"], "labels": []}, '"seg" model must list its labels'),
         ({"uncertainty": ["seg_entropy"]}, "uncertainty 'seg_entropy' does not fit tasks"),
+        ({"uncertainty": ["seg_uasr"]}, "uncertainty 'seg_uasr' does not fit tasks"),
         ({"intensity_normalization": {"method": "histogram"}}, "unknown method 'histogram'"),
         ({"id": "bspline"}, "reserved for a classical baseline"),
         ({"id": "../escape"}, "id '../escape' must be letters"),

@@ -6,9 +6,12 @@ The crop (start [106, 45, 40], size [32, 96, 64] voxels of the MNI152 sample) li
 x >= 104 that sample-mode training never sees.  The LR input is made by the package's protocol
 (``sr`` thick slices or ``interp`` gapped slices, x``factor`` along voxel axis 2); the package's output
 is scored against the HR crop next to ``bspline``: PSNR (data range of the reference), their
-difference, and the mean GM/WM Dice of its segmentation.  ``--write`` stores the figures in
-``model.json`` under ``metrics.regression_check``; ``Testing/test_default_models.py`` then requires
-the gain minus 0.5 dB and the Dice minus 0.05.  Only metadata changes: the weights' hash stays valid.
+difference, and the mean GM/WM Dice of its segmentation.  A segmentation-only package (REHRSeg) is
+scored by its HR segmentation alone: mean and per-label Dice and mean HD95 (no PSNR fields).
+``--write`` stores the figures in ``model.json`` under ``metrics.regression_check``;
+``Testing/test_default_models.py`` then requires the gain minus 0.5 dB and the Dice minus 0.05
+(``Testing/test_default_model_rehrseg.py``: the Dice within 0.05).  Only metadata changes: the
+weights' hash stays valid.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from JointSRSegLib.api import predict
 from JointSRSegLib.degradation import crop_to_grid, simulate_slice_gaps, simulate_thick_slices
 from JointSRSegLib.io import read_volume
-from JointSRSegLib.metrics import dice, psnr
+from JointSRSegLib.metrics import dice, hd95, psnr
 from JointSRSegLib.packaging import load_package
 from JointSRSegLib.volume import Volume
 
@@ -35,6 +38,8 @@ TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
 CROP_START, CROP_SIZE = [106, 45, 40], [32, 96, 64]
 NOTE = ("MNI152 sample crop in the held-out test slab (never trained on); Testing/test_default_models.py "
         "requires gain >= this - 0.5 dB")
+SEG_NOTE = ("MNI152 sample crop in the held-out test slab (never trained on); HR segmentation from the LR input "
+            "(segmentation-only package: no image output to score); its test requires the mean Dice within 0.05")
 
 
 def crop(volume: Volume, start, size) -> Volume:
@@ -46,12 +51,17 @@ def crop(volume: Volume, start, size) -> Volume:
 
 
 def measure(package: str | Path, protocol: str, factor: int, start=CROP_START, size=CROP_SIZE) -> dict:
-    """PSNR of the package and of bspline on the crop, the gain, and the package's mean GM/WM Dice."""
+    """PSNR of the package and of bspline on the crop, the gain, and the package's mean GM/WM Dice.
+
+    A segmentation-only package (REHRSeg: HR labels from the LR input) has no image to score: its
+    record is the mean GM/WM Dice, the Dice per label and the mean HD95 (mm) on the HR grid."""
     task = "sr" if protocol == "sr" else "interp"
     hr = read_volume(SAMPLE)
     hr = crop(hr.with_array(hr.array.astype(np.float32)), start, size)
     tissue = crop(read_volume(TISSUE), start, size)
     lr = simulate_thick_slices(hr, factor, 2) if protocol == "sr" else simulate_slice_gaps(hr, factor, 2)
+    if tuple(load_package(package, verify_weights=False).tasks) == ("seg",):
+        return _measure_segmentation(package, protocol, factor, start, size, hr, tissue, lr)
     ours = predict(lr, model=str(package), tasks=(task, "seg"), scale=factor, axis=2, device="cpu").outputs
     base = predict(lr, model="bspline", tasks=(task,), scale=factor, axis=2).outputs[task]
     if not ours[task].grid.almost_equal(base.grid):
@@ -65,6 +75,18 @@ def measure(package: str | Path, protocol: str, factor: int, start=CROP_START, s
             "psnr_db": round(ours_db, 3), "bspline_psnr_db": round(base_db, 3),
             "psnr_gain_over_bspline_db": round(ours_db - base_db, 2), "dice_mean": round(mean_dice, 3),
             "note": NOTE}
+
+
+def _measure_segmentation(package, protocol, factor, start, size, hr: Volume, tissue: Volume, lr: Volume) -> dict:
+    seg = predict(lr, model=str(package), tasks=("seg",), scale=factor, axis=2, device="cpu").outputs["seg"]
+    if not seg.grid.almost_equal(crop_to_grid(hr, seg.grid).grid):
+        raise RuntimeError(f"{package}: segmentation grid is not on the HR grid")
+    labels = crop_to_grid(tissue, seg.grid).array[0]
+    dices = {v: float(dice(seg.array[0], labels, v)) for v in (1, 2)}
+    distances = [float(hd95(seg.array[0], labels, seg.spacing, v)) for v in (1, 2)]
+    return {"protocol": protocol, "factor": factor, "crop_start": list(start), "crop_size": list(size),
+            "dice_mean": round(float(np.mean(list(dices.values()))), 3), "dice_1": round(dices[1], 3),
+            "dice_2": round(dices[2], 3), "hd95_mean_mm": round(float(np.mean(distances)), 3), "note": SEG_NOTE}
 
 
 def write_check(package: Path, check: dict) -> None:

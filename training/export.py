@@ -32,8 +32,12 @@ def package_metadata(cfg: dict, info: DataInfo, adapter, checkpoint: dict) -> di
     default_id = re.sub(r"[^A-Za-z0-9._-]", "-", f"{network_arch}-{cfg['run']['name']}")[:100]
     package_id = export["id"] or default_id
     best = checkpoint.get("best") or {}
-    metrics = {"validation": best.get("metrics", {}), "monitor": best.get("metric"),
-               "step": checkpoint.get("best_step") or checkpoint["step"],
+    # The validation of the exported weights: the checkpoint's own step when it was validated (the
+    # last checkpoint of a multi-stage run is not the best one), else the best validation.
+    own = [h for h in checkpoint.get("history", []) if h.get("step") == checkpoint["step"]]
+    validation = {k: v for k, v in own[-1].items() if k not in ("step", "stage")} if own else best.get("metrics", {})
+    metrics = {"validation": validation, "monitor": best.get("metric"),
+               "step": checkpoint["step"] if own else checkpoint.get("best_step") or checkpoint["step"],
                "validation_set": f"{info.summary.get('validation_cases', '?')} case(s) of the run's validation "
                                  f"split, centre crop {cfg['data']['val_crop'] or 'whole case'}, "
                                  "normalised intensities"}
@@ -54,7 +58,7 @@ def package_metadata(cfg: dict, info: DataInfo, adapter, checkpoint: dict) -> di
                              "training_processes": checkpoint.get("world_size", 1)},
         "training_config": cfg,
     }
-    if adapter.export_network().jointsrseg_config["architecture"] in ("swinsr_unetr", "rehrseg_seg"):
+    if network_arch in ("swinsr_unetr", "rehrseg_seg", "rehrseg_seg_uasr"):
         meta["inference"] = {"roi_size": lr_patch_size(cfg["data"]["patch_size"], "sr", cfg["data"]["factor"])}
     return meta
 

@@ -112,9 +112,16 @@ def run_model_package(
         raise InputError(None, f"unknown uncertainty method {method!r}; choose from {', '.join(UNCERTAINTY_METHODS)}")
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
+    # The model's own uncertainty heads are needed only when no sampling method replaces them.
+    own = uncertainty and method == "auto"
     wanted = frozenset(
-        (["sr"] if protocol else []) + (["seg"] if "seg" in tasks else []) + (["sr_log_var"] if uncertainty else [])
+        (["sr"] if protocol else [])
+        + (["seg"] if "seg" in tasks else [])
+        + (["sr_log_var"] if uncertainty else [])
+        + (["sr_uncertainty"] if own and "seg" in tasks and "seg_uasr" in package.metadata["uncertainty"] else [])
     )
+    if hasattr(net, "select_heads"):  # e.g. REHRSeg runs its self-SR teacher only for the UASR map
+        net.select_heads(wanted)
     with timer.stage("running"):
         while heads is None:
             try:
@@ -162,6 +169,7 @@ def run_model_package(
         "normalization": params,
         "uncertainty": summaries,
         "uncertainty_method": method if uncertainty else None,
+        "uncertainty_kinds": _uncertainty_kinds(heads, outputs),
     }
     return outputs, report
 
@@ -184,7 +192,7 @@ def _forward(
                 frame[None, :, : min(8, frame.shape[1]), : min(8, frame.shape[2]), : min(8, frame.shape[3])].to(device)
             )
         # Stitch only the heads the request needs: each is a full-resolution buffer on the CPU.
-        keys = [k for k in ("sr", "seg", "sr_log_var") if k in sample and k in wanted]
+        keys = [k for k in ("sr", "seg", "sr_log_var", "sr_uncertainty") if k in sample and k in wanted]
         out = {
             k: v[0]
             for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step).items()
@@ -232,12 +240,31 @@ def _to_volumes(package, volume: Volume, heads: dict, params, tasks, protocol, f
         if want_uncertainty:
             if "seg_mutual_information" in heads:
                 unit = _from_model_frame(heads["seg_mutual_information"].numpy()[None], axis)[0]
+            elif "sr_uncertainty" in heads and heads["sr_uncertainty"].shape[1:] == probs.shape[1:]:
+                # REHRSeg's UASR map U (Eq. 5): a sigmoid, blended by convex window weights -> [0, 1]
+                unit = np.clip(_from_model_frame(heads["sr_uncertainty"].numpy(), axis)[0], 0.0, 1.0)
             else:
                 unit = predictive_entropy(probs_np, axis=0)
             unit = np.asarray(unit, dtype=np.float32)
             outputs["uncertainty_seg"] = Volume.from_grid(unit[None], seg_grid, source=volume.source)
             summaries["uncertainty_seg"] = summarize(unit)
     return outputs, summaries
+
+
+def _uncertainty_kinds(heads: dict, outputs: dict) -> dict[str, str]:
+    """Which kind each uncertainty output is (the kinds of docs/model-packages.md, ``uncertainty``)."""
+    kinds = {}
+    if "uncertainty_sr" in outputs:
+        kinds["uncertainty_sr"] = "sample_variance" if "image_spread" in heads else "aleatoric"
+    if "uncertainty_seg" in outputs:
+        kinds["uncertainty_seg"] = (
+            "mutual_information"
+            if "seg_mutual_information" in heads
+            else "uasr"
+            if "sr_uncertainty" in heads
+            else "entropy"
+        )
+    return kinds
 
 
 def _output_grid(volume: Volume, package: ModelPackage, protocol: str, factor: int, axis: int) -> Grid:

@@ -9,7 +9,9 @@ HR annotation is the pseudo HR label, its uncertainty (decimated to the LR grid)
 cross-entropy (Eq. 7) and its features are distilled into the segmenter (Eqs. 8-10).  The
 segmenter reads the real LR patch (the inference input) rather than re-decimated pseudo images.
 In sample mode the "LR scans" are thick-slice versions of the HR patches; HR images never
-enter the losses.  The exported package is the segmenter (``rehrseg_seg``).
+enter the losses.  The exported package holds the segmenter *and* the self-SR teacher
+(``rehrseg_seg_uasr``), so inference gives the HR segmentation and the UASR uncertainty map
+(Eq. 5); ``loss.export: segmenter`` exports the segmenter alone (``rehrseg_seg``, entropy only).
 
 Multi-process (DDP): ``sr`` is wrapped in the self-SR stage, ``seg`` and ``seg_criterion`` in the
 segmentation stage (the frozen teacher is not).  Before the Eq. 6 steps the uncertainty head gets
@@ -33,6 +35,7 @@ from training.tasks.joint3d import lr_patch_size
 from training.tasks.transforms import SelectKeysd
 
 OBJECTIVES = ("self_sr", "segmentation")
+EXPORTS = ("with_uasr", "segmenter")
 SR_KEYS = ("sr", "seg")  # the self-SR outputs the loss uses before the uncertainty steps
 
 
@@ -83,6 +86,9 @@ class REHRSegAdapter(TaskAdapter):
         self.sr_criterion = REHRSegSRLoss()
         self.sr_outputs = SelectedOutputs(self.modules["sr"], SR_KEYS + ("sr_uncertainty",))
         self.objective = "self_sr"
+        self.export = str(self.loss_options.get("export", "with_uasr"))
+        if self.export not in EXPORTS:
+            raise ValueError(f"loss.export must be one of {', '.join(EXPORTS)}, not {self.export!r}")
 
     @property
     def network(self) -> torch.nn.Module:
@@ -145,7 +151,16 @@ class REHRSegAdapter(TaskAdapter):
         return {"image": None, "labels": labels_from_logits(out["seg"][0])}
 
     def export_network(self) -> torch.nn.Module:
-        return self.modules["seg"]
+        """The segmenter, with the self-SR teacher that gives the UASR map (``loss.export: with_uasr``)."""
+        if self.export == "segmenter":
+            return self.modules["seg"]
+        preset = self.cfg["model"]["preset"]
+        net = build("rehrseg_seg_uasr", preset, segmenter=self.modules["seg"].jointsrseg_config["config"],
+                    teacher=self.modules["sr"].jointsrseg_config["config"])
+        net.segmenter.load_state_dict(self.modules["seg"].state_dict())
+        net.teacher.load_state_dict(self.modules["sr"].state_dict())
+        return net
 
     def export_metadata(self) -> dict[str, Any]:
-        return {"tasks": ["seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": ["seg_entropy"]}
+        uncertainty = ["seg_entropy"] if self.export == "segmenter" else ["seg_uasr"]
+        return {"tasks": ["seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": uncertainty}
