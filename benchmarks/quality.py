@@ -40,7 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from JointSRSegLib.api import predict
-from JointSRSegLib.degradation import crop_to_grid, simulate_slice_gaps, simulate_thick_slices
+from JointSRSegLib.degradation import (
+    crop_to_grid,
+    inplane_axes,
+    simulate_inplane_bicubic,
+    simulate_slice_gaps,
+    simulate_thick_slices,
+)
 from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import dice as dice_score
 from JointSRSegLib.metrics import edge_ssim, hd95, psnr, ssim
@@ -96,6 +102,9 @@ def validation_cases(n_synth: int, crop: list[int] | None = None) -> list[dict]:
 
 
 def degrade(hr: Volume, protocol: str, factor: int) -> Volume:
+    """The LR input of a protocol; ``inplane`` is RDST's (bicubic in both in-plane axes + 1 % noise, seed 0)."""
+    if protocol == "inplane":
+        return simulate_inplane_bicubic(hr, factor, AXIS, seed=0)
     return simulate_thick_slices(hr, factor, AXIS) if protocol == "sr" else simulate_slice_gaps(hr, factor, AXIS)
 
 
@@ -141,12 +150,33 @@ def builtin_packages() -> list:
 
 
 def run_method(method: str, lr: Volume, protocol: str, factor: int, self_budget: float, tasks=None) -> tuple:
-    task = "sr" if protocol == "sr" else "interp"
+    task = "interp" if protocol == "interp" else "sr"
     tasks = tasks or (task,)
     options = {"time_budget": self_budget, "seed": 0} if method == "self" else {}
     started = time.perf_counter()
+    if protocol == "inplane" and method in BASELINES:
+        # A baseline is separable: the sr-protocol upsampling along each in-plane axis in turn lands on
+        # the HR grid (the in-plane LR pixel covers the same block of HR pixels as a thick slice).
+        volume = lr
+        for axis in inplane_axes(AXIS):
+            volume = predict(volume, model=method, tasks=("sr",), scale=factor, axis=axis, device="cpu").outputs["sr"]
+        return {"sr": volume}, time.perf_counter() - started
     result = predict(lr, model=method, tasks=tasks, scale=factor, axis=AXIS, device="cpu", **options)
     return result.outputs, time.perf_counter() - started
+
+
+def package_tasks(info, protocol: str, factor: int) -> tuple[str, ...] | None:
+    """The tasks a package is scored on for one protocol and factor (None: it does not apply)."""
+    task = "interp" if protocol == "interp" else "sr"
+    if not info.supports_factor(factor, protocol):
+        return None
+    if protocol == "inplane":
+        return ("sr",) if "sr" in info.tasks else None
+    if task in info.tasks:
+        return tuple(t for t in (task, "seg") if t in info.tasks)
+    if tuple(info.tasks) == ("seg",):  # segmentation-only (REHRSeg): HR labels from the LR input
+        return ("seg",)
+    return None
 
 
 def evaluate(factors, protocols, n_synth, self_budget, self_all, crop, models, hr_seg: bool) -> list[dict]:
@@ -156,15 +186,16 @@ def evaluate(factors, protocols, n_synth, self_budget, self_all, crop, models, h
     for case in cases:
         hr, labels = case["hr"], case["labels"]
         for protocol in protocols:
-            task = "sr" if protocol == "sr" else "interp"
+            task = "interp" if protocol == "interp" else "sr"
             for factor in factors:
                 lr = degrade(hr, protocol, factor)
                 methods: list[tuple[str, tuple]] = [(b, (task,)) for b in BASELINES]
-                if self_budget > 0 and (self_all or case["name"] == "T1"):
+                if self_budget > 0 and protocol != "inplane" and (self_all or case["name"] == "T1"):
                     methods.append(("self", (task,)))
                 for info in packages:
-                    if task in info.tasks and info.supports_factor(factor, protocol):
-                        methods.append((info.id, tuple(t for t in (task, "seg") if t in info.tasks)))
+                    tasks = package_tasks(info, protocol, factor)
+                    if tasks:
+                        methods.append((info.id, tasks))
                 for method, tasks in methods:
                     row = {"case": case["name"], "protocol": protocol, "factor": factor, "method": method}
                     try:
@@ -175,7 +206,8 @@ def evaluate(factors, protocols, n_synth, self_budget, self_all, crop, models, h
                         print(f"{case['name']} {protocol} x{factor} {method}: {row['error']}", file=sys.stderr)
                         continue
                     row["seconds"] = seconds
-                    row.update(image_scores(outputs[task], hr))
+                    if task in outputs:
+                        row.update(image_scores(outputs[task], hr))
                     if "seg" in outputs:
                         pred, ref = labels_on(outputs["seg"], hr, labels)
                         row.update({f"lr_{k}": v for k, v in label_scores(pred, ref, hr.spacing).items()})
@@ -186,8 +218,9 @@ def evaluate(factors, protocols, n_synth, self_budget, self_all, crop, models, h
                             row.update({f"hr_{k}": v for k, v in
                                         label_scores(seg, labels[..., :n], hr.spacing).items()})
                     rows.append(row)
-                    print(f"{case['name']:9s} {protocol:6s} x{factor} {method:28s} "
-                          f"PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.4f}  EdgeSSIM {row['edge_ssim']:.4f}"
+                    print(f"{case['name']:9s} {protocol:7s} x{factor} {method:28s} "
+                          + (f"PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.4f}  EdgeSSIM {row['edge_ssim']:.4f}"
+                             if "psnr" in row else "(segmentation only)")
                           + (f"  Dice(LR) {row['lr_dice_mean']:.3f}" if "lr_dice_mean" in row else "")
                           + (f"  Dice(HR) {row['hr_dice_mean']:.3f}" if "hr_dice_mean" in row else ""), flush=True)
     return rows
@@ -204,7 +237,7 @@ def timing_case(params: dict) -> None:
     spacing = tuple(float(sp) * s / 256 for sp, s in zip(hr.spacing, hr.shape))
     big = Volume(array[None], spacing, hr.origin, hr.direction, source="MNI152 resampled to 256^3")
     protocol = params.get("protocol", "sr")
-    lr = simulate_thick_slices(big, 4, AXIS) if protocol == "sr" else simulate_slice_gaps(big, 4, AXIS)
+    lr = degrade(big, protocol, 4)
     model, tasks = params["model"], tuple(params["tasks"])
     options = {"time_budget": params.get("self_budget", 20.0)} if model == "self" else {}
     t0 = time.perf_counter()
@@ -331,15 +364,16 @@ def markdown(payload: dict) -> str:
             continue
         dice_cell = (f"{_fmt(r.get('lr_dice_1'), 3)} / {_fmt(r.get('lr_dice_2'), 3)}" if "lr_dice_1" in r else "–")
         hd_cell = (f"{_fmt(r.get('lr_hd95_1'))} / {_fmt(r.get('lr_hd95_2'))}" if "lr_hd95_1" in r else "–")
-        lines.append(f"| {r['case']} | {r['protocol']} | ×{r['factor']} | `{r['method']}` | {_fmt(r['psnr'])} | "
-                     f"{_fmt(r['ssim'], 4)} | {_fmt(r['edge_ssim'], 4)} | {dice_cell} | {hd_cell} | "
+        lines.append(f"| {r['case']} | {r['protocol']} | ×{r['factor']} | `{r['method']}` | {_fmt(r.get('psnr'))} | "
+                     f"{_fmt(r.get('ssim'), 4)} | {_fmt(r.get('edge_ssim'), 4)} | {dice_cell} | {hd_cell} | "
                      f"{_fmt(r.get('hr_dice_mean'), 3)} | {_fmt(r.get('seconds'), 1)} |")
     lines += ["", "## Box plots", ""]
     for path in p["plots"]:
         lines.append(f"![{Path(path).stem}]({Path(path).relative_to(ROOT / 'docs').as_posix()})")
     lines += ["", "## CPU inference on a 256³ brain (×4 along axis 2)", "",
               "Each model in a fresh process; peak RSS is the whole process (Python, torch, data).", "",
-              "Protocol sr: 256×256×64 thick slices → 256³; interp: 64 gapped slices → 256×256×253.", "",
+              "Protocol sr: 256×256×64 thick slices → 256³; interp: 64 gapped slices → 256×256×253; "
+              "inplane: 64×64×256 → 256³.", "",
               "| Model | Protocol | Tasks | Inference s | Peak RSS MB |", "|---|---|---|---|---|"]
     for t in p.get("timing_256", []):
         params = t.get("params", {})
@@ -367,6 +401,10 @@ def targets(summary: list[dict]) -> list[str]:
         if e and "gain_over_bspline_db" in e:
             ok = "met" if e["gain_over_bspline_db"] >= 1.5 else "NOT met"
             out.append(f"`{m}` sr ×4: {e['gain_over_bspline_db']:+.2f} dB over bspline (target ≥ +1.5 dB: {ok})")
+        for protocol in ("interp", "inplane"):
+            e = by.get((protocol, 4, m))
+            if e and "gain_over_bspline_db" in e:
+                out.append(f"`{m}` {protocol} ×4: {e['gain_over_bspline_db']:+.2f} dB over bspline")
         for protocol in ("sr", "interp"):
             e = by.get((protocol, 4, m))
             if e and "lr_dice_mean" in e:
@@ -384,7 +422,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
     parser.add_argument("--doc", type=Path, default=DOC, help="Markdown report (docs/benchmarks.md)")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--protocols", nargs="+", default=["sr", "interp"], choices=("sr", "interp"))
+    parser.add_argument("--protocols", nargs="+", default=["sr", "interp", "inplane"],
+                        choices=("sr", "interp", "inplane"))
     parser.add_argument("--synthetic", type=int, default=2, help="synthetic-contrast cases besides T1 (max 3)")
     parser.add_argument("--self-budget", type=float, default=20.0, help="seconds per self-SR run (0: skip self)")
     parser.add_argument("--self-all", action="store_true", help="run self on every case, not only T1")
@@ -407,9 +446,10 @@ def main() -> None:
         models = [("bspline", ("sr",), "sr")]
         for info in builtin_packages():
             if info.id in packages:
-                task = "sr" if "sr" in info.tasks else "interp"
-                models.append((info.id, tuple(t for t in (task, "seg") if t in info.tasks),
-                               "sr" if task == "sr" else "interp"))
+                protocol = info.protocols[0] if info.protocols else "sr"
+                tasks = package_tasks(info, protocol, 4)
+                if tasks:
+                    models.append((info.id, tasks, protocol))
         timing = timings(models, args.self_budget)
     summary = summarise(rows)
     command = "python -m benchmarks.quality " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
