@@ -259,3 +259,27 @@ def test_rehrseg_package_holds_the_teacher_and_gives_the_uasr_map(tmp_path, lr_v
     summary = run_training(tiny("rehrseg_tiny", tmp_path / "alone", *common, "loss.export=segmenter"))
     meta = load_package(export_run(summary["run_dir"], tmp_path / "seg-only", which="last")).metadata
     assert (meta["architecture"], meta["uncertainty"]) == ("rehrseg_seg", ["seg_entropy"])
+
+
+def test_init_weights_transfers_between_factors_only_when_asked(tmp_path):
+    """x4 weights into a x2 network: refused strictly (naming the file); non-strict loads every tensor
+    whose name and shape match and reports exactly the ones left at their initialisation."""
+    from safetensors.torch import save_file
+
+    from JointSRSegLib.models import build
+    from training.engine.checkpoint import load_initial_weights
+
+    torch.manual_seed(0)
+    source = build("swinsr_unetr", "tiny", in_channels=1, seg_channels=3, scale=(1, 1, 4))
+    path = tmp_path / "x4.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = build("swinsr_unetr", "tiny", in_channels=1, seg_channels=3, scale=(1, 1, 2))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ConfigError, match="x4.safetensors"):
+        load_initial_weights(target, path)
+    fresh = load_initial_weights(target, path, strict=False)
+    src, now = source.state_dict(), target.state_dict()
+    mismatched = sorted(k for k in now if k not in src or src[k].shape != now[k].shape)
+    assert fresh == mismatched and 0 < len(fresh) < len(now) // 2
+    for key, value in now.items():
+        torch.testing.assert_close(value, before[key] if key in fresh else src[key], rtol=0, atol=0)

@@ -52,6 +52,8 @@ SCHEMA: dict[str, Option] = {
     "model.preset": Option("tiny", str, "size preset", ("tiny", "small", "base")),
     "model.init_weights": Option(None, str, "start from these weights (a model package folder/.zip or a "
                                  ".safetensors file of the same network): fine-tuning", nullable=True),
+    "model.init_strict": Option(True, bool, "init_weights must fit every tensor; false loads the tensors whose name "
+                                "and shape match (transfer, e.g. x4 -> x2) and logs the rest"),
     "model.overrides": Option({}, dict, "builder keyword arguments on top of the preset (scale, channels are set "
                               "from the data section)"),
     "data.root": Option("sample", str, "dataset folder (MSD, BraTS, images/+labels/) or 'sample' for the bundled "

@@ -64,9 +64,12 @@ def load_checkpoint(path: Path) -> dict:
         raise ValueError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
 
 
-def load_initial_weights(network: torch.nn.Module, source: str | Path) -> None:
-    """Fine-tuning start: load a package's (sha256-verified) or a ``.safetensors`` file's weights strictly.
+def load_initial_weights(network: torch.nn.Module, source: str | Path, strict: bool = True) -> list[str]:
+    """Fine-tuning start: load a package's (sha256-verified) or a ``.safetensors`` file's weights.
 
+    ``strict``: every tensor must fit.  Otherwise (transfer, e.g. a x4 model to x2, where only the
+    up-sampling layers differ) tensors whose name and shape match are loaded and the names of the
+    network's tensors left at their initialisation are returned; a source that fits nothing is refused.
     Raises ``ConfigError`` naming the file when it is missing, unreadable or does not fit the network.
     """
     from safetensors import SafetensorError
@@ -85,7 +88,15 @@ def load_initial_weights(network: torch.nn.Module, source: str | Path) -> None:
         else:
             data = load_package(path).read_weights()
         state = load_safetensors(data)
+        if not strict:
+            own = network.state_dict()
+            fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            if not fitting:
+                raise ConfigError(f"{path}: model.init_weights: no tensor fits the configured network")
+            network.load_state_dict(fitting, strict=False)
+            return sorted(set(own) - set(fitting))
         network.load_state_dict(state, strict=True)
+        return []
     except InputError as error:
         raise ConfigError(f"model.init_weights: {error}") from None
     except SafetensorError as error:

@@ -123,7 +123,11 @@ class Trainer:
         self.history: list[dict] = []
         self.checkpoint = load_checkpoint(last) if resume else None
         if self.checkpoint is None and cfg["model"]["init_weights"]:
-            load_initial_weights(self.adapter.export_network(), cfg["model"]["init_weights"])
+            fresh = load_initial_weights(self.adapter.export_network(), cfg["model"]["init_weights"],
+                                         strict=cfg["model"]["init_strict"])
+            if fresh and self.ctx.is_main:
+                print(f"init_weights: {len(fresh)} tensors keep their initialisation ({', '.join(fresh[:6])}"
+                      + (", ..." if len(fresh) > 6 else "") + ")", flush=True)
         if self.checkpoint is not None:
             self.adapter.modules.load_state_dict(self.checkpoint["modules"])
             self.step = int(self.checkpoint["step"])
