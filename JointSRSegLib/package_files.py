@@ -69,8 +69,15 @@ def write_zip_atomically(out: Path, members: Mapping[str, bytes]) -> None:
 
 @contextmanager
 def staging_dir(parent: Path, name: str) -> Iterator[Path]:
-    """A hidden temporary folder next to the destination, removed unless renamed into place."""
+    """A hidden temporary folder next to the destination, removed unless renamed into place.
+
+    ``mkdtemp`` makes it private (0700); it is opened to the umask's default (as ``mkdir`` would) so
+    the package it becomes is readable by the other users of a shared model folder or Slicer install.
+    """
     path = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
     try:
         yield path
     finally:

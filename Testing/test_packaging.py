@@ -93,6 +93,13 @@ def test_folder_round_trip_gives_identical_outputs(package_dir, model):
     assert not [p for p in package_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left over
 
 
+def test_saved_folder_has_default_permissions(package_dir):
+    """The atomic staging folder is private while written; the package must not stay 0700."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(package_dir.stat().st_mode) == 0o777 & ~umask
+
+
 def test_zip_round_trip_and_import(tmp_path, model):
     archive = save_package(model, tmp_path / "pkg", metadata(), zip=True)
     assert archive.name == "pkg.zip"
