@@ -10,6 +10,9 @@ PSNR gain over B-spline under that protocol and factor comes first -- for a segm
 the largest mean Dice; a package without such a record ranks after those with one, in folder order.
 When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module; the demo asks for
 a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
+A request for image output only (no ``seg``) never gets a package whose card records a *loss* against
+B-spline: it would make the image worse than the classical default (the package is still chosen when
+segmentation is requested too, since B-spline cannot segment).
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ def choose_default(
         return DefaultChoice(fallback, "no task requested" + (f"; using {fallback}" if fallback else ""))
     proto = request_protocol(wanted, protocol)
     image_task = any(t in ("sr", "interp") for t in wanted)
+    no_worse_than_bspline = image_task and "seg" not in wanted
     ranked, fitting = [], 0
     for order, package in enumerate(shipped_packages() if packages is None else packages):
         if not fits(package.tasks, (package.protocol,), package.scale.factors, wanted, proto, factor):
@@ -167,13 +171,15 @@ def choose_default(
         dice = recorded_dice(package.metadata, proto, factor)
         if require_gain and not (gain is not None and gain > 0):
             continue
+        if no_worse_than_bspline and gain is not None and gain < 0:
+            continue
         primary = gain if image_task else dice
         secondary = dice if image_task and "seg" in wanted else None
         key = (primary is not None, primary or 0.0, secondary is not None, secondary or 0.0, -order)
         ranked.append((key, package.id, gain, dice))
     request = describe_request(wanted, proto, factor)
     if not ranked:
-        if require_gain and fitting:
+        if (require_gain or no_worse_than_bspline) and fitting:
             problem = f"no shipped package records a gain over B-spline for {request}"
         else:
             problem = f"no shipped package does {request}"

@@ -81,11 +81,15 @@ def recorded(model_id: str, key: str, protocol: str, factor: int) -> float | Non
 
 def expected_default(tasks, protocol: str, factor: int) -> str:
     """The documented rule, restated: best recorded PSNR gain (Dice for segmentation only), records
-    before none, then folder order; bspline when nothing fits."""
+    before none, then folder order; an image-only request never gets a recorded loss against
+    B-spline; bspline when nothing fits."""
     key = "psnr_gain_over_bspline_db" if {"sr", "interp"} & set(tasks) else "dice_mean"
+    image_only = bool({"sr", "interp"} & set(tasks)) and "seg" not in tasks
     ranked = []
     for order, model_id in enumerate(candidates(tasks, protocol, factor)):
         value = recorded(model_id, key, protocol, factor)
+        if image_only and value is not None and value < 0:
+            continue
         ranked.append((value is not None, value or 0.0, -order, model_id))
     return max(ranked)[-1] if ranked else "bspline"
 
@@ -130,6 +134,8 @@ def test_default_is_the_best_fitting_shipped_package(logic, models, tasks, proto
     if expected != "bspline":
         assert logic.modelFits(models[expected], tasks, protocol, factor)
         assert expected in choice.reason
+    elif candidates(tasks, protocol, factor):  # fitting packages all record a loss against B-spline
+        assert "no shipped package records a gain over B-spline" in choice.reason
     else:
         assert "no shipped package does" in choice.reason
 
@@ -141,8 +147,9 @@ def test_defaults_name_the_shipped_packages(logic):
     assert logic.defaultModel(("seg",), "sr", 4) in candidates(("seg",), "sr", 4)
     assert SWINSR in candidates(("seg",), "sr", 4)
     for factor in (2, 4):
-        assert logic.defaultModel(("interp",), None, factor) == TASC
         assert logic.defaultModel(("interp", "seg"), "interp", factor) == TASC
+        # interpolation alone: TASC unless its card records a loss against B-spline at this factor
+        assert logic.defaultModel(("interp",), None, factor) == expected_default(("interp",), "interp", factor)
     inplane = logic.defaultModel(("sr",), "inplane", 4)
     if (MODELS / RDST_E).is_dir():
         assert inplane == RDST_E
@@ -199,7 +206,13 @@ def test_ranking_by_recorded_gain_and_the_demo_threshold(inplane_package):
     assert (choice.model, choice.gain_db) == ("c-best", 1.3) and "+1.30 dB PSNR over B-spline" in choice.reason
     assert choose_default(("sr",), "inplane", 2, packages=cards, require_gain=True, fallback="self").model == "c-best"
     worse = [with_card(inplane_package, "e-worse", -0.2), with_card(inplane_package, "f-unmeasured", None)]
-    assert choose_default(("sr",), "inplane", 2, packages=worse).model == "e-worse"  # a record beats none
+    # an image-only request never gets a package recorded as worse than B-spline ...
+    assert choose_default(("sr",), "inplane", 2, packages=worse).model == "f-unmeasured"
+    only_worse = choose_default(("sr",), "inplane", 2, packages=worse[:1])
+    assert only_worse.model == "bspline" and "records a gain" in only_worse.reason
+    # ... but a record (even a small one) ranks before none
+    small = [with_card(inplane_package, "g-small", 0.1), with_card(inplane_package, "h-unmeasured", None)]
+    assert choose_default(("sr",), "inplane", 2, packages=small).model == "g-small"
     demo_like = choose_default(("sr",), "inplane", 2, packages=worse, require_gain=True, fallback="self")
     assert demo_like.model == "self" and "no shipped package records a gain over B-spline" in demo_like.reason
     assert choose_default(("sr",), "sr", 2, packages=cards).model == "bspline"  # in-plane packages: not thick slices
@@ -297,7 +310,7 @@ def test_packages_are_listed_and_preselected_before_pytorch_is_installed():
         f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'JointSRSeg')!r}]; "
         "from JointSRSegLogic import JointSRSegLogic; logic = JointSRSegLogic(); "
         "print(' '.join(m.id for m in logic.availableModels())); "
-        "print(logic.defaultModel(('sr', 'seg'), 'sr', 4), logic.defaultModel(('interp',), None, 4))"
+        "print(logic.defaultModel(('sr', 'seg'), 'sr', 4), logic.defaultModel(('interp', 'seg'), None, 4))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
