@@ -273,7 +273,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 entry[key + "_std"] = float(np.std(values))
         bspline = {r["case"]: r["psnr"] for r in rows if r.get("method") == "bspline" and r["protocol"] == protocol
                    and r["factor"] == factor and "psnr" in r}
-        gains = [r["psnr"] - bspline[r["case"]] for r in items if r["case"] in bspline]
+        gains = [r["psnr"] - bspline[r["case"]] for r in items if r["case"] in bspline and "psnr" in r]
         if gains:
             entry["gain_over_bspline_db"] = float(np.mean(gains))
         out.append(entry)
