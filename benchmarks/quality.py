@@ -63,6 +63,7 @@ SYNTH_SEEDS = (101, 102, 103)
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOTS = ROOT / "docs" / "images" / "benchmarks"
 LABELS = (1, 2)
+PROTOCOL_ORDER = ("sr", "interp", "inplane")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -263,7 +264,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         if "error" not in row:
             groups.setdefault((row["protocol"], row["factor"], row["method"]), []).append(row)
     out = []
-    for (protocol, factor, method), items in sorted(groups.items(), key=lambda kv: (kv[0][0] != "sr", kv[0][1])):
+    for (protocol, factor, method), items in sorted(groups.items(), key=lambda kv: (PROTOCOL_ORDER.index(kv[0][0]),
+                                                                                      kv[0][1])):
         entry = {"protocol": protocol, "factor": factor, "method": method, "cases": len(items)}
         for key in ("psnr", "ssim", "edge_ssim", "seconds", "lr_dice_mean", "lr_hd95_mean", "hr_dice_mean",
                     "hr_hd95_mean", "lr_dice_1", "lr_dice_2"):
@@ -288,7 +290,8 @@ def box_plots(rows: list[dict], folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    keys = sorted({(r["protocol"], r["factor"]) for r in rows if "psnr" in r}, key=lambda k: (k[0] != "sr", k[1]))
+    keys = sorted({(r["protocol"], r["factor"]) for r in rows if "psnr" in r},
+                  key=lambda k: (PROTOCOL_ORDER.index(k[0]), k[1]))
     for metric in ("psnr", "ssim"):
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
         for ax, (protocol, factor) in zip(axes[0], keys):
