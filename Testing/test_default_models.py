@@ -21,7 +21,8 @@ from JointSRSegLib.packaging import available_models, load_package
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "Resources" / "Models"
-SHIPPED = ["swinsr-unetr-brain-small", "swinsr-unetr-brain-small-x2", "tasc-swinmt-brain-small"]
+SHIPPED = ["swinsr-unetr-brain-small", "swinsr-unetr-brain-small-x2", "swinsr-unetr-brain-small-x3",
+           "tasc-swinmt-brain-small"]
 MAX_BYTES = 25 * 1024 * 1024
 TOLERANCE_DB = 0.5
 

@@ -159,7 +159,7 @@ def test_defaults_name_the_shipped_packages(logic):
 
 @pytest.mark.parametrize(
     "tasks, protocol, factor",
-    [(("sr",), "sr", 7), (("sr", "seg"), "sr", 3), (("interp",), "interp", 5), (("seg",), "sr", 6),
+    [(("sr",), "sr", 7), (("sr", "seg"), "sr", 5), (("interp",), "interp", 5), (("seg",), "sr", 6),
      (("sr", "interp"), None, 4)],
 )
 def test_bspline_when_no_shipped_package_fits(logic, tasks, protocol, factor):
