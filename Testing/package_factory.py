@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
+from JointSRSegLib.errors import InputError
 from JointSRSegLib.models import build
-from JointSRSegLib.packaging import save_package
+from JointSRSegLib.packaging import load_package, save_package
 
 TISSUE_LABELS = [
     {"value": 1, "name": "Grey matter", "color": [230, 153, 51]},
@@ -39,3 +42,14 @@ def make_package(folder: Path, architecture: str, *, tasks, package_scale, proto
         "inference": {"roi_size": [16, 16, 16]},
     }
     return save_package(model, folder / meta["id"], meta)
+
+
+def assert_tampered_weights_refused(folder: Path, tmp_path: Path) -> None:
+    """A copy of the package with one weight byte flipped must be refused by its sha256 check."""
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="(?i)sha-?256"):
+        load_package(copy)

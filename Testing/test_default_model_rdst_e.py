@@ -10,19 +10,17 @@ the held-out hemisphere of the MNI152 sample by at least the margin recorded in 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
+from package_factory import assert_tampered_weights_refused
 
+from benchmarks.regression_check import crop
 from JointSRSegLib.api import predict
 from JointSRSegLib.degradation import crop_to_grid, inplane_axes, simulate_inplane_bicubic
-from JointSRSegLib.errors import InputError
 from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import psnr
 from JointSRSegLib.packaging import available_models, load_package
-from JointSRSegLib.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "rdst-e-brain"
@@ -31,13 +29,6 @@ SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 MAX_BYTES = 25 * 1024 * 1024
 TOLERANCE_DB = 0.5
 TEST_SLAB_START = 104  # sample mode: x >= 104 (axis 0) is the test slab, never trained on nor used for selection
-
-
-def crop(volume: Volume, start, size) -> Volume:
-    index = tuple(slice(a, a + n) for a, n in zip(start, size))
-    origin = volume.grid.physical_points(np.array([start], dtype=float))[0]
-    return Volume(np.ascontiguousarray(volume.array[(slice(None), *index)]), volume.spacing, tuple(origin),
-                  volume.direction, source=volume.source)
 
 
 def metadata() -> dict:
@@ -60,17 +51,10 @@ def test_package_loads_verifies_and_documents(tmp_path):
     assert MODEL_ID in {info.id for info in available_models() if info.source == "builtin"}
     net = package.build_model("cpu")  # strict state-dict load
     assert sum(p.numel() for p in net.parameters()) > 0
-    # Tampered weights are refused.
-    copy = tmp_path / MODEL_ID
-    shutil.copytree(FOLDER, copy)
-    data = bytearray((copy / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (copy / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="(?i)sha-?256"):
-        load_package(copy)
+    assert_tampered_weights_refused(FOLDER, tmp_path)
 
 
-def test_beats_bspline_inplane_on_held_out_crop():
+def test_beats_bspline_inplane_on_held_outcrop():
     check = metadata()["metrics"]["regression_check"]
     assert check["protocol"] == "inplane" and check["factor"] == 4
     assert check["crop_start"][0] >= TEST_SLAB_START

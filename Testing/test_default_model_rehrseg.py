@@ -10,19 +10,18 @@ also in the model card), and its UASR uncertainty map is in [0, 1] on the same g
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from package_factory import assert_tampered_weights_refused
 
+from benchmarks.regression_check import crop
 from JointSRSegLib.api import predict
 from JointSRSegLib.degradation import crop_to_grid, simulate_thick_slices
-from JointSRSegLib.errors import InputError
 from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import dice
 from JointSRSegLib.packaging import available_models, load_package
-from JointSRSegLib.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "rehrseg-brain-small"
@@ -31,18 +30,6 @@ SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
 MAX_BYTES = 25 * 1024 * 1024
 DICE_TOLERANCE = 0.05
-
-
-def _crop(volume: Volume, start, size) -> Volume:
-    index = tuple(slice(a, a + n) for a, n in zip(start, size))
-    origin = volume.grid.physical_points(np.array([start], dtype=float))[0]
-    return Volume(
-        np.ascontiguousarray(volume.array[(slice(None), *index)]),
-        volume.spacing,
-        tuple(origin),
-        volume.direction,
-        source=volume.source,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +49,15 @@ def test_package_loads_verifies_and_documents(meta, tmp_path):
     assert MODEL_ID in {info.id for info in available_models() if info.source == "builtin"}
     net = package.build_model("cpu")  # strict load of both networks
     assert {name.split(".")[0] for name, _ in net.named_parameters()} == {"segmenter", "teacher"}
-    copy = tmp_path / MODEL_ID
-    shutil.copytree(FOLDER, copy)
-    data = bytearray((copy / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (copy / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="(?i)sha-?256"):
-        load_package(copy)
+    assert_tampered_weights_refused(FOLDER, tmp_path)
 
 
-def test_hr_segmentation_and_uasr_map_on_held_out_crop(meta):
+def test_hr_segmentation_and_uasr_map_on_held_outcrop(meta):
     check = meta["metrics"]["regression_check"]
     assert check["protocol"] == "sr" and check["factor"] == 4 and check["crop_start"][0] >= 104  # test slab
     hr = read_volume(SAMPLE)
-    hr = _crop(hr.with_array(hr.array.astype(np.float32)), check["crop_start"], check["crop_size"])
-    tissue = _crop(read_volume(TISSUE), check["crop_start"], check["crop_size"])
+    hr = crop(hr.with_array(hr.array.astype(np.float32)), check["crop_start"], check["crop_size"])
+    tissue = crop(read_volume(TISSUE), check["crop_start"], check["crop_size"])
     lr = simulate_thick_slices(hr, 4, 2)
     result = predict(lr, model=MODEL_ID, tasks=("seg",), scale=4, axis=2, device="cpu", uncertainty=True)
     seg, u = result.outputs["seg"], result.outputs["uncertainty_seg"]

@@ -9,14 +9,13 @@ card) minus 0.5 dB.  The crop keeps the whole file well under 90 s on 2 CPU core
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from package_factory import assert_tampered_weights_refused
 
 from benchmarks.regression_check import measure
 from JointSRSegLib.demo import demo_plan
-from JointSRSegLib.errors import InputError
 from JointSRSegLib.packaging import available_models, load_package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +42,7 @@ def test_package_loads_verifies_and_documents(model_id, tmp_path):
     assert {label["value"]: label["name"] for label in meta["labels"]} == {1: "Grey matter", 2: "White matter"}
     assert (ROOT / "docs" / "models" / f"{model_id}.md").is_file()
     assert model_id in {info.id for info in available_models() if info.source == "builtin"}
-    # Tampered weights are refused.
-    copy = tmp_path / model_id
-    shutil.copytree(folder, copy)
-    data = bytearray((copy / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (copy / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="(?i)sha-?256"):
-        load_package(copy)
+    assert_tampered_weights_refused(folder, tmp_path)
 
 
 @pytest.mark.parametrize("model_id", SHIPPED)

@@ -31,6 +31,7 @@ import JointSRSegNodes as nodes  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from JointSRSegLogic import InputError, JointSRSegLogic  # noqa: E402
+from slicer_grid import grid_from_slicer  # noqa: E402
 
 from JointSRSegLib.defaults import choose_default, default_model  # noqa: E402
 from JointSRSegLib.degradation import simulate_inplane_bicubic, simulate_slice_gaps, simulate_thick_slices  # noqa: E402
@@ -334,15 +335,6 @@ def sample_crop(start=CROP_START, size=CROP_SIZE) -> Volume:
     origin = hr.grid.physical_points(np.array([start], dtype=float))[0]
     array = np.ascontiguousarray(hr.array[(slice(None), *index)].astype(np.float32))
     return Volume(array, hr.spacing, tuple(origin), hr.direction, source="MNI152 crop")
-
-
-def grid_from_slicer(node) -> Grid:
-    """The node's grid straight from Slicer's IJK-to-RAS (independent of the module's converter)."""
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    spacing = np.array(node.GetSpacing())
-    return Grid.create(node.GetImageData().GetDimensions(), spacing, lps[:3, 3], lps[:3, :3] / spacing)
 
 
 def assert_on_grid(node, grid: Grid) -> None:

@@ -17,8 +17,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
 import JointSRSegNodes as nodes  # noqa: E402
 import slicer  # noqa: E402
-import vtk  # noqa: E402
 from JointSRSegLogic import JointSRSegLogic  # noqa: E402
+from slicer_grid import grid_from_slicer  # noqa: E402
 
 from JointSRSegLib.geometry import insert_grid, subdivide_grid  # noqa: E402
 from JointSRSegLib.io import read_volume  # noqa: E402
@@ -57,15 +57,6 @@ def add_volume(scene, volume: Volume, name: str):
 
 def expected_ijk_to_ras(grid) -> np.ndarray:
     return nodes.RAS_FROM_LPS @ grid.index_to_physical_matrix()
-
-
-def grid_from_slicer(node) -> Grid:
-    """The input grid straight from Slicer's IJK-to-RAS (independent of the module's converter)."""
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    spacing = np.array(node.GetSpacing())
-    return Grid.create(node.GetImageData().GetDimensions(), spacing, lps[:3, 3], lps[:3, :3] / spacing)
 
 
 def corners(grid: Grid) -> np.ndarray:

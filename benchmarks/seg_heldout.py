@@ -36,23 +36,12 @@ from JointSRSegLib.volume import Volume
 
 from .common import ROOT, environment, write_result
 from .quality import validation_cases
+from .regression_check import crop
 
 SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
 CROP_START, CROP_SIZE = (106, 45, 40), (32, 96, 64)
 FACTOR, AXIS, LABELS = 4, 2, (1, 2)
-
-
-def crop(volume: Volume, start, size) -> Volume:
-    index = tuple(slice(a, a + n) for a, n in zip(start, size))
-    origin = volume.grid.physical_points(np.array([start], dtype=float))[0]
-    return Volume(
-        np.ascontiguousarray(volume.array[(slice(None), *index)]),
-        volume.spacing,
-        tuple(origin),
-        volume.direction,
-        source=volume.source,
-    )
 
 
 def cases(n_synth: int) -> list[dict]:
