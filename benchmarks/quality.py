@@ -228,8 +228,33 @@ def evaluate(factors, protocols, n_synth, self_budget, self_all, crop, models, h
 
 
 # ----------------------------------------------------------------------------------------- timing
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: ``VmHWM`` restarts at the current RSS); False where unsupported.
+
+    Why: the process peak of the 256^3 timing is set by resampling the template, not by the model; the
+    window opened after the input is built measures what inference itself needs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_mb() -> float | None:
+    """Peak RSS (MiB) since :func:`reset_peak_rss` (``VmHWM``); None where ``/proc`` does not report it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    return None
+
+
 def timing_case(params: dict) -> None:
-    """Child process: one model on a 256^3 brain, x4 thick slices along axis 2."""
+    """Child process: one model on a 256^3 brain, thick slices (x4, or the package's factor) along axis 2."""
+    import gc
+
     from scipy.ndimage import zoom
 
     started = time.perf_counter()
@@ -237,23 +262,29 @@ def timing_case(params: dict) -> None:
     array = zoom(hr.array[0].astype(np.float32), [256 / s for s in hr.shape], order=1)
     spacing = tuple(float(sp) * s / 256 for sp, s in zip(hr.spacing, hr.shape))
     big = Volume(array[None], spacing, hr.origin, hr.direction, source="MNI152 resampled to 256^3")
-    protocol = params.get("protocol", "sr")
-    lr = degrade(big, protocol, 4)
+    protocol, factor = params.get("protocol", "sr"), int(params.get("factor", 4))
+    lr = degrade(big, protocol, factor)
+    del hr, array, big
+    gc.collect()
+    windowed = reset_peak_rss()
     model, tasks = params["model"], tuple(params["tasks"])
     options = {"time_budget": params.get("self_budget", 20.0)} if model == "self" else {}
     t0 = time.perf_counter()
-    predict(lr, model=model, tasks=tasks, scale=4, axis=AXIS, device="cpu", **options)
-    emit_case("timing", params, started, inference_s=round(time.perf_counter() - t0, 2), lr_shape=list(lr.shape))
+    predict(lr, model=model, tasks=tasks, scale=factor, axis=AXIS, device="cpu", **options)
+    emit_case("timing", params, started, inference_s=round(time.perf_counter() - t0, 2), lr_shape=list(lr.shape),
+              inference_peak_rss_mb=window_peak_rss_mb() if windowed else None)
 
 
-def timings(models: list[tuple[str, tuple, str]], self_budget: float) -> list[dict]:
+def timings(models: list[tuple[str, tuple, str, int]], self_budget: float) -> list[dict]:
     out = []
-    for model, tasks, protocol in models:
-        params = {"model": model, "tasks": list(tasks), "protocol": protocol, "self_budget": self_budget}
+    for model, tasks, protocol, factor in models:
+        params = {"model": model, "tasks": list(tasks), "protocol": protocol, "factor": factor,
+                  "self_budget": self_budget}
         result = run_case("quality", "timing", params)
         out.append(result)
-        print(f"256^3 timing {model}: {result.get('inference_s', result.get('error'))} s, "
-              f"peak RSS {result.get('peak_rss_mb')} MB", flush=True)
+        print(f"256^3 timing {model} x{factor}: {result.get('inference_s', result.get('error'))} s, "
+              f"peak RSS {result.get('peak_rss_mb')} MB (inference {result.get('inference_peak_rss_mb')} MB)",
+              flush=True)
     return out
 
 
@@ -373,18 +404,22 @@ def markdown(payload: dict) -> str:
     lines += ["", "## Box plots", ""]
     for path in p["plots"]:
         lines.append(f"![{Path(path).stem}]({Path(path).relative_to(ROOT / 'docs').as_posix()})")
-    lines += ["", "## CPU inference on a 256³ brain (×4 along axis 2)", "",
-              "Each model in a fresh process; peak RSS is the whole process (Python, torch, data).", "",
-              "Protocol sr: 256×256×64 thick slices → 256³; interp: 64 gapped slices → 256×256×253; "
-              "inplane: 64×64×256 → 256³.", "",
-              "| Model | Protocol | Tasks | Inference s | Peak RSS MB |", "|---|---|---|---|---|"]
+    lines += ["", "## CPU inference on a 256³ brain (×4 along axis 2, or the package's own factor)", "",
+              "Each model in a fresh process. *Peak RSS* is the whole process (Python, torch, resampling the "
+              "template to 256³); *inference peak* is the peak from the moment the LR input is ready "
+              "(Linux `VmHWM` reset), i.e. what the model and its output need.", "",
+              "Protocol sr ×4: 256×256×64 thick slices → 256³; interp ×4: 64 gapped slices → 256×256×253; "
+              "inplane ×4: 64×64×256 → 256³.", "",
+              "| Model | Protocol | Factor | Tasks | Inference s | Peak RSS MB | Inference peak MB |",
+              "|---|---|---|---|---|---|---|"]
     for t in p.get("timing_256", []):
         params = t.get("params", {})
-        lines.append(f"| `{params.get('model')}` | {params.get('protocol', 'sr')} | "
+        lines.append(f"| `{params.get('model')}` | {params.get('protocol', 'sr')} | ×{params.get('factor', 4)} | "
                      f"{','.join(params.get('tasks', []))} | "
-                     f"{t.get('inference_s', 'error: ' + str(t.get('error')))} | {t.get('peak_rss_mb', '–')} |")
+                     f"{t.get('inference_s', 'error: ' + str(t.get('error')))} | {t.get('peak_rss_mb', '–')} | "
+                     f"{_fmt(t.get('inference_peak_rss_mb'), 1)} |")
     if not p.get("timing_256"):
-        lines.append("| (not measured in this run: `--no-timing`) | | | | |")
+        lines.append("| (not measured in this run: `--no-timing`) | | | | | | |")
     lines += ["", "## Caveats", "",
               "- One development subject: the test slab is a different part of the same MNI152 template the "
               "models trained on (spatial, not subject-level, separation), and the synthetic contrasts are drawn "
@@ -446,13 +481,14 @@ def main() -> None:
     packages = sorted({r["method"] for r in rows if r["method"] not in (*BASELINES, "self")})
     timing = []
     if not args.no_timing:
-        models = [("bspline", ("sr",), "sr")]
-        for info in builtin_packages():
-            if info.id in packages:
+        models = [("bspline", ("sr",), "sr", 4)]
+        for info in builtin_packages():  # every selected package, also those outside --factors (x3)
+            if args.models is None or info.id in args.models:
                 protocol = info.protocols[0] if info.protocols else "sr"
-                tasks = package_tasks(info, protocol, 4)
+                factor = 4 if info.supports_factor(4, protocol) else min(info.factors)
+                tasks = package_tasks(info, protocol, factor)
                 if tasks:
-                    models.append((info.id, tasks, protocol))
+                    models.append((info.id, tasks, protocol, factor))
         timing = timings(models, args.self_budget)
     summary = summarise(rows)
     command = "python -m benchmarks.quality " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
@@ -479,6 +515,11 @@ def main() -> None:
     write_result(args.out, payload)
     args.doc.write_text(markdown(payload))
     print(f"wrote {args.doc}")
+    if args.models is None and args.doc == DOC:  # a full report: the cards quote it (a partial one would not)
+        from benchmarks.model_cards import update_cards
+
+        for card in update_cards(payload):
+            print(f"updated {card}")
     for line in payload["targets"]:
         print(line)
 
