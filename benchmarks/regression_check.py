@@ -4,10 +4,12 @@
 
 The crop (start [106, 45, 40], size [32, 96, 64] voxels of the MNI152 sample) lies in the test slab
 x >= 104 that sample-mode training never sees.  The LR input is made by the package's protocol
-(``sr`` thick slices or ``interp`` gapped slices, x``factor`` along voxel axis 2); the package's output
-is scored against the HR crop next to ``bspline``: PSNR (data range of the reference), their
-difference, and the mean GM/WM Dice of its segmentation.  A segmentation-only package (REHRSeg) is
-scored by its HR segmentation alone: mean and per-label Dice and mean HD95 (no PSNR fields).
+(``sr`` thick slices or ``interp`` gapped slices, x``factor`` along voxel axis 2; ``inplane``: RDST's
+anti-aliased bicubic x``factor`` of both in-plane axes + 1 % noise, seed 0, with ``bspline`` run along
+each in-plane axis in turn); the package's output is scored against the HR crop next to ``bspline``:
+PSNR (data range of the reference), their difference, and the mean GM/WM Dice of its segmentation.
+A segmentation-only package (REHRSeg) is scored by its HR segmentation alone: mean and per-label Dice
+and mean HD95 (no PSNR fields).
 ``--write`` stores the figures in ``model.json`` under ``metrics.regression_check``;
 ``Testing/test_default_models.py`` then requires the gain minus 0.5 dB and the Dice minus 0.05
 (``Testing/test_default_model_rehrseg.py``: the Dice within 0.05).  Only metadata changes: the
@@ -25,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from JointSRSegLib.api import predict
-from JointSRSegLib.degradation import crop_to_grid, simulate_slice_gaps, simulate_thick_slices
+from JointSRSegLib.degradation import (
+    crop_to_grid,
+    inplane_axes,
+    simulate_inplane_bicubic,
+    simulate_slice_gaps,
+    simulate_thick_slices,
+)
 from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import dice, hd95, psnr
 from JointSRSegLib.packaging import load_package
@@ -38,6 +46,10 @@ TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
 CROP_START, CROP_SIZE = [106, 45, 40], [32, 96, 64]
 NOTE = ("MNI152 sample crop in the held-out test slab (never trained on); Testing/test_default_models.py "
         "requires gain >= this - 0.5 dB")
+INPLANE_NOTE = ("MNI152 sample crop in the held-out test slab (x >= 104, never trained on); LR = "
+                "simulate_inplane_bicubic(crop, {factor}, 2, noise_std=0.01, seed=0); bspline = the API's bspline "
+                "along axis 0 then axis 1; Testing/test_default_model_rdst_e.py requires gain >= this - 0.5 dB")
+INPLANE_NOISE_STD, INPLANE_NOISE_SEED, AXIS = 0.01, 0, 2
 SEG_NOTE = ("MNI152 sample crop in the held-out test slab (never trained on); HR segmentation from the LR input "
             "(segmentation-only package: no image output to score); its test requires the mean Dice within 0.05")
 
@@ -55,15 +67,17 @@ def measure(package: str | Path, protocol: str, factor: int, start=CROP_START, s
 
     A segmentation-only package (REHRSeg: HR labels from the LR input) has no image to score: its
     record is the mean GM/WM Dice, the Dice per label and the mean HD95 (mm) on the HR grid."""
-    task = "sr" if protocol == "sr" else "interp"
+    task = "interp" if protocol == "interp" else "sr"
     hr = read_volume(SAMPLE)
     hr = crop(hr.with_array(hr.array.astype(np.float32)), start, size)
     tissue = crop(read_volume(TISSUE), start, size)
-    lr = simulate_thick_slices(hr, factor, 2) if protocol == "sr" else simulate_slice_gaps(hr, factor, 2)
+    if protocol == "inplane":
+        return _measure_inplane(package, factor, start, size, hr)
+    lr = simulate_thick_slices(hr, factor, AXIS) if protocol == "sr" else simulate_slice_gaps(hr, factor, AXIS)
     if tuple(load_package(package, verify_weights=False).tasks) == ("seg",):
         return _measure_segmentation(package, protocol, factor, start, size, hr, tissue, lr)
-    ours = predict(lr, model=str(package), tasks=(task, "seg"), scale=factor, axis=2, device="cpu").outputs
-    base = predict(lr, model="bspline", tasks=(task,), scale=factor, axis=2).outputs[task]
+    ours = predict(lr, model=str(package), tasks=(task, "seg"), scale=factor, axis=AXIS, device="cpu").outputs
+    base = predict(lr, model="bspline", tasks=(task,), scale=factor, axis=AXIS).outputs[task]
     if not ours[task].grid.almost_equal(base.grid):
         raise RuntimeError(f"{package}: output grid differs from bspline's")
     reference = crop_to_grid(hr, base.grid).array[0]
@@ -75,6 +89,24 @@ def measure(package: str | Path, protocol: str, factor: int, start=CROP_START, s
             "psnr_db": round(ours_db, 3), "bspline_psnr_db": round(base_db, 3),
             "psnr_gain_over_bspline_db": round(ours_db - base_db, 2), "dice_mean": round(mean_dice, 3),
             "note": NOTE}
+
+
+def _measure_inplane(package, factor: int, start, size, hr: Volume) -> dict:
+    """In-plane SISR (RDST protocol): image only, against B-spline applied along each in-plane axis."""
+    lr = simulate_inplane_bicubic(hr, factor, AXIS, noise_std=INPLANE_NOISE_STD, seed=INPLANE_NOISE_SEED)
+    ours = predict(lr, model=str(package), tasks=("sr",), scale=factor, axis=AXIS, device="cpu").outputs["sr"]
+    base = lr
+    for axis in inplane_axes(AXIS):
+        base = predict(base, model="bspline", tasks=("sr",), scale=factor, axis=axis).outputs["sr"]
+    if not ours.grid.almost_equal(base.grid):
+        raise RuntimeError(f"{package}: output grid differs from bspline's")
+    reference = crop_to_grid(hr, ours.grid).array[0]
+    data_range = float(reference.max() - reference.min())
+    ours_db, base_db = psnr(ours.array[0], reference, data_range), psnr(base.array[0], reference, data_range)
+    return {"protocol": "inplane", "factor": factor, "through_plane_axis": AXIS, "noise_std": INPLANE_NOISE_STD,
+            "noise_seed": INPLANE_NOISE_SEED, "crop_start": list(start), "crop_size": list(size),
+            "psnr_db": round(ours_db, 3), "bspline_psnr_db": round(base_db, 3),
+            "psnr_gain_over_bspline_db": round(ours_db - base_db, 2), "note": INPLANE_NOTE.format(factor=factor)}
 
 
 def _measure_segmentation(package, protocol, factor, start, size, hr: Volume, tissue: Volume, lr: Volume) -> dict:
