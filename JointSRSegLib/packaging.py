@@ -535,3 +535,12 @@ __all__ = [
     "sha256_bytes",
     "user_models_dir",
 ]
+
+
+def model_info(id_or_path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a baseline name, package path or installed package id (see :func:`resolve_model`)."""
+    resolved = resolve_model(id_or_path)
+    if isinstance(resolved, str):
+        return _baseline_info(resolved)
+    builtin = resolved.path is not None and Path(resolved.path).resolve().parent == BUILTIN_MODELS_DIR.resolve()
+    return _info(resolved, "builtin" if builtin else "path")

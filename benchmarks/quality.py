@@ -67,9 +67,9 @@ PROTOCOL_ORDER = ("sr", "interp", "inplane")
 
 
 # ------------------------------------------------------------------------------------------- data
-def _slab(volume: Volume, start: int, crop: list[int] | None) -> Volume:
-    """``volume[start:, ...]`` (then an optional centred crop) with the origin moved accordingly."""
-    index = [slice(start, None), slice(None), slice(None)]
+def _slab(volume: Volume, start: int, crop: list[int] | None, stop: int | None = None) -> Volume:
+    """``volume[start:stop, ...]`` (then an optional centred crop) with the origin moved accordingly."""
+    index = [slice(start, stop), slice(None), slice(None)]
     shape = volume.array[(slice(None), *index)].shape[1:]
     if crop:
         for axis, (n, size) in enumerate(zip(shape, crop)):
@@ -83,17 +83,22 @@ def _slab(volume: Volume, start: int, crop: list[int] | None) -> Volume:
 
 def validation_cases(n_synth: int, crop: list[int] | None = None) -> list[dict]:
     """The held-out test slab as the T1 case plus ``n_synth`` fixed synthetic contrasts."""
+    return slab_cases(TEST_START, None, SYNTH_SEEDS[:n_synth], crop)
+
+
+def slab_cases(start: int, stop: int | None, seeds, crop: list[int] | None = None) -> list[dict]:
+    """Sample slab ``x in [start, stop)`` as the T1 case plus one fixed synthetic contrast per seed."""
     from training.engine.data import synthetic_contrast
 
     hr = read_volume(SAMPLE)
     hr = hr.with_array(hr.array.astype(np.float32))
     tissue = read_volume(TISSUE)
-    hr, tissue = _slab(hr, TEST_START, crop), _slab(tissue, TEST_START, crop)
+    hr, tissue = _slab(hr, start, crop, stop), _slab(tissue, start, crop, stop)
     labels = tissue.array[0].astype(np.int16)
     cases = [{"name": "T1", "hr": hr, "labels": labels}]
     import torch
 
-    for seed in SYNTH_SEEDS[:n_synth]:
+    for seed in seeds:
         lo, hi = np.percentile(hr.array, [0.5, 99.5])
         item = {"image": torch.as_tensor((hr.array - lo) / (hi - lo)), "label": torch.as_tensor(labels[None])}
         image = np.asarray(synthetic_contrast(item, seed)["image"], dtype=np.float32)
