@@ -4,8 +4,9 @@
 
 Why: every choice made while shipping a package (checkpoint, inference window, which fine-tune to
 keep) must leave the quality report's test slab (x >= 104) unseen.  This scores candidates (package
-folders, built-in ids) on the sample-mode validation split, x in [74, 104), as the T1 case plus three
-fixed synthetic contrasts (seeds 201-203; the report uses 101-102, so no contrast is shared either):
+folders, built-in ids) on the sample-mode validation split, x in [74, 104), as the T1 case plus six
+fixed synthetic contrasts (seeds 201-206: three T2-like, GM brighter than WM, three T1-like, so neither
+intensity order dominates the choice; the report uses 101-102, so no contrast is shared either):
 the mean PSNR gain of the image output over ``bspline`` and the mean GM/WM Dice of the segmentation
 from the LR input, per case and on average.  One JSON line per candidate (``--out`` writes them all).
 """
@@ -24,7 +25,7 @@ from benchmarks.quality import degrade, image_scores, label_scores, labels_on, p
 from JointSRSegLib.packaging import model_info
 
 VALIDATION_SLAB = (74, 104)  # sample mode: train x < 74 <= validation < 104 <= test
-SELECTION_SEEDS = (201, 202, 203)
+SELECTION_SEEDS = (201, 202, 203, 204, 205, 206)  # 3 draws with GM brighter than WM, 3 with WM brighter
 
 
 def score(candidate: str, protocol: str, factor: int, cases: list[dict]) -> dict:
@@ -62,7 +63,8 @@ def main() -> None:
     parser.add_argument("candidates", nargs="+", help="package folders or built-in ids")
     parser.add_argument("--protocol", default="sr", choices=("sr", "interp", "inplane"))
     parser.add_argument("--factor", type=int, default=4)
-    parser.add_argument("--synthetic", type=int, default=3, help="synthetic contrasts besides T1 (max 3)")
+    parser.add_argument("--synthetic", type=int, default=len(SELECTION_SEEDS),
+                        help=f"synthetic contrasts besides T1 (max {len(SELECTION_SEEDS)})")
     parser.add_argument("--crop", type=int, nargs=3, default=None, help="centred crop of the slab (HR voxels)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for all results")
     args = parser.parse_args()
