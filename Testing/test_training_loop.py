@@ -188,6 +188,23 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert [h["psnr"] for h in full["history"]] == pytest.approx([h["psnr"] for h in resumed["history"]])
 
 
+def test_cli_pause_at_a_checkpoint_then_resume_with_another_option(tmp_path, capsys):
+    """``--stop-at-step`` pauses at a saved step; ``--resume`` continues with a changed option (how the
+    shipped packages' schedules were run) and the run folder records the change."""
+    config = str(CONFIGS / "tasc_swinmt_tiny.yaml")
+    common = [f"run.out_dir={tmp_path}", *FAST, "run.name=paused", "train.max_steps=4", "train.steps_per_epoch=4",
+              "train.checkpoint_every=2", "data.batch_size=1"]
+    assert train_main(["--config", config, "--stop-at-step", "3", *common]) == 2
+    assert "must be a positive multiple of train.checkpoint_every (2)" in capsys.readouterr().err
+    assert not (tmp_path / "paused").exists()
+    assert train_main(["--config", config, "--stop-at-step", "2", *common]) == 0
+    assert load_checkpoint(tmp_path / "paused" / LAST)["step"] == 2
+    assert train_main(["--resume", str(tmp_path / "paused"), "augment.synthesis_prob=0.8"]) == 0
+    assert load_checkpoint(tmp_path / "paused" / LAST)["step"] == 4
+    saved = resolve(tmp_path / "paused" / "config.yaml", [])
+    assert saved["augment"]["synthesis_prob"] == 0.8
+
+
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path, capsys):
     cfg = tiny("tasc_swinmt_tiny", tmp_path, "train.max_steps=1", "train.val_every=0")
     run_training(cfg)

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last.pt with its saved config.yaml")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--stop-at-step", type=int, default=None, metavar="N",
+                        help="pause after global step N (a multiple of train.checkpoint_every, so last.pt holds it); "
+                             "continue with --resume, possibly with other options")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=2e-4")
     return parser
 
@@ -43,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ConfigError("give --config FILE (or --resume RUN_DIR)")
         cfg = resolve(config_path, args.overrides)
+        every = cfg["train"]["checkpoint_every"]
+        if args.stop_at_step is not None and (args.stop_at_step <= 0 or not every or args.stop_at_step % every):
+            raise ConfigError(f"--stop-at-step {args.stop_at_step}: must be a positive multiple of "
+                              f"train.checkpoint_every ({every}), so the pause is saved")
         if args.print_config:
             import yaml
 
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.engine.loop import TrainingError, run_training
 
         try:
-            summary = run_training(cfg, resume_dir=args.resume)
+            summary = run_training(cfg, resume_dir=args.resume, stop_at_step=args.stop_at_step)
         except (InputError, TrainingError, FileNotFoundError, ValueError) as error:
             print(f"train.py: error: {error}", file=sys.stderr)
             return 2
