@@ -411,8 +411,9 @@ def markdown(payload: dict) -> str:
         lines.append(f"![{Path(path).stem}]({Path(path).relative_to(ROOT / 'docs').as_posix()})")
     lines += ["", "## CPU inference on a 256³ brain (×4 along axis 2, or the package's own factor)", "",
               "Each model in a fresh process. *Peak RSS* is the whole process (Python, torch, resampling the "
-              "template to 256³); *inference peak* is the peak from the moment the LR input is ready "
-              "(Linux `VmHWM` reset), i.e. what the model and its output need.", "",
+              "template to 256³); *inference peak* is the peak during inference alone (Linux `VmHWM` reset once the "
+              "LR input is ready and the resampling buffers are freed; what the process already held then is "
+              "included).", "",
               "Protocol sr ×4: 256×256×64 thick slices → 256³; interp ×4: 64 gapped slices → 256×256×253; "
               "inplane ×4: 64×64×256 → 256³.", "",
               "| Model | Protocol | Factor | Tasks | Inference s | Peak RSS MB | Inference peak MB |",
