@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +10,10 @@ import pytest
 from benchmarks.quality import reset_peak_rss, window_peak_rss_mb
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM reset needs Linux /proc")
 def test_window_peak_restarts_after_reset_and_sees_a_new_allocation():
+    if not Path("/proc/self/clear_refs").exists():  # no VmHWM to reset: the timing reports no window
+        assert reset_peak_rss() is False
+        return
     big = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
     before = window_peak_rss_mb()
     del big
