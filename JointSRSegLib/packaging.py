@@ -520,6 +520,15 @@ def resolve_model(id_or_path: str | Path) -> ModelPackage | str:
     raise InputError(text, problem + " (or give a package folder or .zip)")
 
 
+def model_info(id_or_path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a baseline name, package path or installed package id (see :func:`resolve_model`)."""
+    resolved = resolve_model(id_or_path)
+    if isinstance(resolved, str):
+        return _baseline_info(resolved)
+    builtin = resolved.path is not None and Path(resolved.path).resolve().parent == BUILTIN_MODELS_DIR.resolve()
+    return _info(resolved, "builtin" if builtin else "path")
+
+
 __all__ = [
     "BUILTIN_MODELS_DIR",
     "MODELS_ENV",
@@ -530,17 +539,10 @@ __all__ = [
     "import_checkpoint",
     "import_model",
     "load_package",
+    "model_info",
     "resolve_model",
     "save_package",
     "sha256_bytes",
     "user_models_dir",
 ]
 
-
-def model_info(id_or_path: str | Path) -> ModelInfo:
-    """The :class:`ModelInfo` of a baseline name, package path or installed package id (see :func:`resolve_model`)."""
-    resolved = resolve_model(id_or_path)
-    if isinstance(resolved, str):
-        return _baseline_info(resolved)
-    builtin = resolved.path is not None and Path(resolved.path).resolve().parent == BUILTIN_MODELS_DIR.resolve()
-    return _info(resolved, "builtin" if builtin else "path")

@@ -353,7 +353,7 @@ def _machine(machine) -> str:
     return str(machine)
 
 
-def _fmt(value, digits=2):
+def fmt(value, digits=2):
     return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
@@ -384,11 +384,11 @@ def markdown(payload: dict) -> str:
     ]
     for e in p["summary"]:
         lines.append(
-            f"| {e['protocol']} | ×{e['factor']} | `{e['method']}` | {e['cases']} | {_fmt(e.get('psnr'))} ± "
-            f"{_fmt(e.get('psnr_std'))} | {_fmt(e.get('ssim'), 4)} | {_fmt(e.get('edge_ssim'), 4)} | "
-            f"{_fmt(e.get('gain_over_bspline_db')) if e['method'] != 'bspline' else '0'} | "
-            f"{_fmt(e.get('lr_dice_mean'), 3)} | {_fmt(e.get('lr_hd95_mean'))} | {_fmt(e.get('hr_dice_mean'), 3)} | "
-            f"{_fmt(e.get('hr_hd95_mean'))} | {_fmt(e.get('seconds'), 1)} |")
+            f"| {e['protocol']} | ×{e['factor']} | `{e['method']}` | {e['cases']} | {fmt(e.get('psnr'))} ± "
+            f"{fmt(e.get('psnr_std'))} | {fmt(e.get('ssim'), 4)} | {fmt(e.get('edge_ssim'), 4)} | "
+            f"{fmt(e.get('gain_over_bspline_db')) if e['method'] != 'bspline' else '0'} | "
+            f"{fmt(e.get('lr_dice_mean'), 3)} | {fmt(e.get('lr_hd95_mean'))} | {fmt(e.get('hr_dice_mean'), 3)} | "
+            f"{fmt(e.get('hr_hd95_mean'))} | {fmt(e.get('seconds'), 1)} |")
     lines += ["", "## Targets of issue #7", ""]
     for target in p["targets"]:
         lines.append(f"- {target}")
@@ -401,11 +401,11 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {r['case']} | {r['protocol']} | ×{r['factor']} | `{r['method']}` | error: {r['error']} "
                          "| | | | | | |")
             continue
-        dice_cell = (f"{_fmt(r.get('lr_dice_1'), 3)} / {_fmt(r.get('lr_dice_2'), 3)}" if "lr_dice_1" in r else "–")
-        hd_cell = (f"{_fmt(r.get('lr_hd95_1'))} / {_fmt(r.get('lr_hd95_2'))}" if "lr_hd95_1" in r else "–")
-        lines.append(f"| {r['case']} | {r['protocol']} | ×{r['factor']} | `{r['method']}` | {_fmt(r.get('psnr'))} | "
-                     f"{_fmt(r.get('ssim'), 4)} | {_fmt(r.get('edge_ssim'), 4)} | {dice_cell} | {hd_cell} | "
-                     f"{_fmt(r.get('hr_dice_mean'), 3)} | {_fmt(r.get('seconds'), 1)} |")
+        dice_cell = (f"{fmt(r.get('lr_dice_1'), 3)} / {fmt(r.get('lr_dice_2'), 3)}" if "lr_dice_1" in r else "–")
+        hd_cell = (f"{fmt(r.get('lr_hd95_1'))} / {fmt(r.get('lr_hd95_2'))}" if "lr_hd95_1" in r else "–")
+        lines.append(f"| {r['case']} | {r['protocol']} | ×{r['factor']} | `{r['method']}` | {fmt(r.get('psnr'))} | "
+                     f"{fmt(r.get('ssim'), 4)} | {fmt(r.get('edge_ssim'), 4)} | {dice_cell} | {hd_cell} | "
+                     f"{fmt(r.get('hr_dice_mean'), 3)} | {fmt(r.get('seconds'), 1)} |")
     lines += ["", "## Box plots", ""]
     for path in p["plots"]:
         lines.append(f"![{Path(path).stem}]({Path(path).relative_to(ROOT / 'docs').as_posix()})")
@@ -423,7 +423,7 @@ def markdown(payload: dict) -> str:
         lines.append(f"| `{params.get('model')}` | {params.get('protocol', 'sr')} | ×{params.get('factor', 4)} | "
                      f"{','.join(params.get('tasks', []))} | "
                      f"{t.get('inference_s', 'error: ' + str(t.get('error')))} | {t.get('peak_rss_mb', '–')} | "
-                     f"{_fmt(t.get('inference_peak_rss_mb'), 1)} |")
+                     f"{fmt(t.get('inference_peak_rss_mb'), 1)} |")
     if not p.get("timing_256"):
         lines.append("| (not measured in this run: `--no-timing`) | | | | | | |")
     lines += ["", "## Caveats", "",

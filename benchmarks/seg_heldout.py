@@ -34,13 +34,10 @@ from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import dice, hd95
 from JointSRSegLib.volume import Volume
 
-from .common import ROOT, environment, write_result
+from .common import environment, write_result
 from .quality import validation_cases
-from .regression_check import crop
+from .regression_check import CROP_SIZE, CROP_START, SAMPLE, TISSUE, crop
 
-SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
-TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
-CROP_START, CROP_SIZE = (106, 45, 40), (32, 96, 64)
 FACTOR, AXIS, LABELS = 4, 2, (1, 2)
 
 
