@@ -20,6 +20,28 @@ def test_sample_data_and_licence_ship_with_the_repo():
     assert "McConnell Brain Imaging Centre" in (SAMPLE / "LICENSE.txt").read_text()
 
 
+def test_sample_tissue_labels_follow_the_probability_maps():
+    """GM/WM = the tissue whose template probability is largest and at least 0.5, never outside the brain.
+
+    Why: the template stores probabilities as uint8 0-255; reading them as 0-1 once labelled every voxel
+    with any GM probability (CSF, voxels outside the brain mask) as grey matter."""
+    t1 = read_volume(SAMPLE / "MNI152_T1_1mm.nii.gz").array[0]
+    tissue = read_volume(SAMPLE / "MNI152_tissue_1mm.nii.gz").array[0]
+    probs = [read_volume(SAMPLE / f"MNI152_{t}_prob_1mm.nii.gz") for t in ("gm", "wm")]
+    assert all(p.array.dtype == np.uint8 and p.grid.almost_equal(read_volume(SAMPLE / "MNI152_T1_1mm.nii.gz").grid)
+               for p in probs)
+    gm, wm = (p.array[0].astype(np.float32) / 255.0 for p in probs)
+    rest = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    expected = np.argmax(np.stack([rest, gm, wm]), axis=0)
+    expected[(expected == 1) & (gm < 0.5)] = 0
+    expected[(expected == 2) & (wm < 0.5)] = 0
+    np.testing.assert_array_equal(tissue, expected)
+    assert not np.any((tissue > 0) & (t1 == 0))  # no tissue outside the (skull-stripped) brain
+    assert 0.9 < (tissue == 1).sum() / 1.08e6 < 1.1 and 0.9 < (tissue == 2).sum() / 6.32e5 < 1.1
+    # the labels agree with the image: GM darker than WM in this T1 everywhere in the median
+    assert np.median(t1[tissue == 1]) + 30 < np.median(t1[tissue == 2])
+
+
 def test_demo_writes_outputs_report_and_preview(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out-dir", str(out)]) == 0
