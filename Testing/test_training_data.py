@@ -403,6 +403,72 @@ def test_build_dataset_runs_the_pipeline(tmp_path):
     assert batch["lr_image"].shape == (2, 1, 8, 8, 2)
 
 
+def test_probability_maps_load_scaled_with_background_first(tmp_path):
+    """uint8 maps are 255 p, float maps p; channel 0 is 1 - sum; a bad map is named with its problem."""
+    label = label_array()
+    gm = np.where(label == 1, 204, np.where(label == 2, 51, 0)).astype(np.uint8)  # 0.8 / 0.2
+    wm = (label == 2).astype(np.float32) * 0.8
+    case = {"id": "c", "images": [str(write(tmp_path / "img.nii.gz", image_array()))],
+            "label": str(write(tmp_path / "lab.nii.gz", label)),
+            "probs": [str(write(tmp_path / "gm.nii.gz", gm)), str(write(tmp_path / "wm.nii.gz", wm))]}
+    item = LoadCased()(case)
+    probs = item["probs"].numpy()
+    assert probs.shape == (3, *SHAPE) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs[1][label == 1], 0.8, atol=1e-6)
+    np.testing.assert_allclose(probs[1][label == 2], 0.2, atol=1e-6)
+    np.testing.assert_allclose(probs[2][label == 2], 0.8, atol=1e-6)
+    np.testing.assert_allclose(probs[0][label == 1], 0.2, atol=1e-6)
+    np.testing.assert_allclose(probs[0][label == 0], 1.0, atol=1e-6)
+    assert "probs" not in LoadCased()({k: v for k, v in case.items() if k != "probs"})
+    write(tmp_path / "bad.nii.gz", wm * 3)
+    with pytest.raises(InputError, match=r"bad\.nii\.gz.*outside \[0, 1\]"):
+        LoadCased()({**case, "probs": [case["probs"][0], str(tmp_path / "bad.nii.gz")]})
+    write(tmp_path / "shifted.nii.gz", wm, origin=(5.0, 0.0, 0.0))
+    with pytest.raises(InputError, match=r"shifted\.nii\.gz.*grid differs"):
+        LoadCased()({**case, "probs": [case["probs"][0], str(tmp_path / "shifted.nii.gz")]})
+
+
+def test_partial_volume_synthesis_on_the_sample_blends_tissues(tmp_path):
+    """Sample-mode training patches drawn from the GM/WM probabilities: at tissue borders the image takes
+    intermediate values that hard-label synthesis never gives, and the probabilities stay on the labels."""
+    from monai.transforms import Compose
+
+    from training.config import resolve
+    from training.engine.data import EpochSamples, cached_cases, prepare_cases
+    from training.tasks import adapter_class
+
+    common = [f"run.out_dir={tmp_path}", "augment.synthesis_prob=1.0", "augment.enabled=false"]
+    config = "training/configs/rehrseg_brain_small.yaml"
+    distinct = {}
+    for partial_volume in (True, False):
+        cfg = resolve(config, [*common, f"augment.synthesis_partial_volume={str(partial_volume).lower()}"])
+        cases, info = prepare_cases(cfg, tmp_path)
+        assert bool(cases[0].get("probs")) == partial_volume
+        adapter = adapter_class("rehrseg_sr")(cfg, info, torch.device("cpu"))
+        transforms = adapter.patch_transforms([32, 32, 32])
+        synth = next(t for t in transforms if type(t).__name__ == "RandSynthesisd").synthesizer
+        synth.noise_std, synth.std_range, synth.blur_sigma_range, synth.bias_field_prob = 0.0, (0.0, 0.0), None, 0.0
+        synth.normalize = False
+        samples = EpochSamples(cached_cases(cfg, cases, info, tmp_path, "train"), Compose(transforms), 0, 4)
+        counts = []
+        for index in range(4):
+            item = samples[(0, index)]
+            image, label = item["hr_image"][0].numpy(), item["hr_label"][0].numpy()
+            if label.max() == 0:
+                continue
+            means = np.array([synth.means[v] for v in range(3)])
+            counts.append(int((np.abs(image[..., None] - means).min(-1) > 1e-3).sum()))
+            if partial_volume:
+                probs = item["probs"].numpy()
+                assert probs.shape == (3, 32, 32, 32) and np.mean(probs.argmax(0) == label) > 0.95
+                np.testing.assert_allclose(image, np.tensordot(means, probs, axes=1), atol=1e-5)
+        distinct[partial_volume] = sum(counts)
+    assert distinct[False] == 0 and distinct[True] > 1000  # hard labels: only the three drawn means
+    cfg = resolve(config, [*common, "augment.synthesis_partial_volume=true", f"data.root={tmp_path}"])
+    with pytest.raises(InputError, match="probability maps"):
+        prepare_cases(cfg, tmp_path)
+
+
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
 def test_truncated_nifti_is_reported_by_file_name(tmp_path, suffix):
     make_folder(tmp_path, multimodal=False)

@@ -89,6 +89,9 @@ SCHEMA: dict[str, Option] = {
     "augment.flip_prob": Option(0.5, _NUM, "probability of each axis flip"),
     "augment.affine_prob": Option(0.2, _NUM, "probability of a random rotation/scaling"),
     "augment.intensity_prob": Option(0.2, _NUM, "probability of noise, bias field and gamma (each)"),
+    "augment.synthesis_partial_volume": Option(False, bool, "draw synthetic images from tissue probability maps "
+                                               "(partial volume at tissue borders) instead of hard labels; needs "
+                                               "probability maps (the bundled sample has them)"),
     "augment.synthesis_prob": Option(0.0, _NUM, "probability of replacing the image by a SynthSeg-style image "
                                      "drawn from the labels"),
     "augment.synthesis_min_contrast": Option(0.1, _NUM, "least intensity difference between any two labels of a "

@@ -45,16 +45,19 @@ def hr_augmentations(
     bias_coeff_range: tuple[float, float] = (0.0, 0.1),
     gamma_prob: float = 0.2,
     gamma_range: tuple[float, float] = (0.7, 1.5),
+    field_keys: KeysCollection = (),
 ) -> Compose:
     """Flips, rotation (up to 15 degrees), scaling (0.9-1.1), noise (sigma 0.01), bias field and gamma.
 
-    Geometric transforms move labels with nearest-neighbour interpolation so they stay labels;
-    intensity transforms touch only the images.  Labels may be absent (``allow_missing_keys``).
+    Geometric transforms move labels with nearest-neighbour interpolation so they stay labels, and
+    ``field_keys`` (tissue probability maps) with linear interpolation like the images; intensity
+    transforms touch only the images.  Labels and fields may be absent (``allow_missing_keys``).
     """
     images = [image_keys] if isinstance(image_keys, str) else list(image_keys)
     labels = [label_keys] if isinstance(label_keys, str) else list(label_keys or [])
-    keys = images + labels
-    modes = ["bilinear"] * len(images) + ["nearest"] * len(labels)
+    fields = [field_keys] if isinstance(field_keys, str) else list(field_keys or [])
+    keys = images + fields + labels
+    modes = ["bilinear"] * (len(images) + len(fields)) + ["nearest"] * len(labels)
     angle = math.radians(max_rotation_degrees)
     low, high = scale_range
     if not 0 < low <= 1 <= high:

@@ -100,9 +100,34 @@ def read_case_label(case: dict, image: Volume) -> np.ndarray:
     return array.astype(np.int64 if array.max(initial=0) > 255 or array.min(initial=0) < 0 else np.uint8)
 
 
+def read_case_probabilities(case: dict, image: Volume) -> np.ndarray:
+    """Tissue probability maps ``(1 + L, I, J, K)`` float32 on the image grid, background first.
+
+    ``case["probs"]`` lists one file per label value after background, in label order.  uint8
+    files hold ``round(255 p)`` (the bundled sample); float files hold ``p``.  The background
+    channel is ``1 - sum`` (clipped), so the channels sum to 1 wherever the tissues do not exceed it.
+    """
+    channels = []
+    for name in case["probs"]:
+        path = Path(name)
+        volume = read_volume(path)
+        if not volume.grid.almost_equal(image.grid, tol=1e-4):
+            raise InputError(path, f"probability map grid differs from the image grid of {image.source}")
+        array = volume.array[0]
+        if array.dtype == np.uint8:
+            array = array.astype(np.float32) / 255.0
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all() or array.min() < -1e-6 or array.max() > 1 + 1e-6:
+            raise InputError(path, "probability map has values outside [0, 1]")
+        channels.append(np.clip(array, 0.0, 1.0))
+    tissue = np.stack(channels)
+    return np.concatenate([np.clip(1.0 - tissue.sum(0, keepdims=True), 0.0, 1.0), tissue]).astype(np.float32)
+
+
 class LoadCased(MapTransform):
     """Case dict -> tensors ``image`` (C, I, J, K) float32, ``label`` (1, I, J, K) integer,
-    ``spacing``, ``origin``, ``direction`` (LPS) and ``label_path``; deterministic, so MONAI caches it."""
+    ``spacing``, ``origin``, ``direction`` (LPS) and ``label_path``, and ``probs`` (1 + L, I, J, K) when
+    the case lists tissue probability maps; deterministic, so MONAI caches it."""
 
     def __init__(self, image_key: str = "image", label_key: str = "label"):
         super().__init__(["images"])
@@ -125,6 +150,10 @@ class LoadCased(MapTransform):
             d[self.label_key] = torch.from_numpy(read_case_label(d, image))
         else:
             d.pop(self.label_key, None)
+        if d.get("probs"):
+            d["probs"] = torch.from_numpy(read_case_probabilities(d, image))
+        else:
+            d.pop("probs", None)
         return d
 
 

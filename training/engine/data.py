@@ -43,6 +43,7 @@ from training.tasks.transforms import CropRegiond, LabelIndicesd, ModelFramed, N
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 SAMPLE_LABEL = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
+SAMPLE_PROBABILITIES = [ROOT / "Resources" / "SampleData" / f"MNI152_{t}_prob_1mm.nii.gz" for t in ("gm", "wm")]
 SAMPLE_LABELS = {0: "background", 1: "Grey matter", 2: "White matter"}
 DEFAULT_COLORS = [(128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 210), (216, 101, 79),
                   (221, 130, 101), (144, 238, 144), (192, 104, 88)]
@@ -73,8 +74,9 @@ class DataInfo:
                 for v in self.label_values[1:]]
 
 
-def sample_cases(split_axis: int) -> tuple[list[dict], dict]:
-    """The MNI sample as three slab cases (train hemisphere, validation, test) and their splits."""
+def sample_cases(split_axis: int, probabilities: bool = False) -> tuple[list[dict], dict]:
+    """The MNI sample as three slab cases (train hemisphere, validation, test) and their splits
+    (``probabilities``: with the GM/WM probability maps, for partial-volume synthesis)."""
     size = read_volume(SAMPLE_IMAGE).shape[split_axis]
     half, val_end = size // 2, size // 2 + int(0.4 * (size - size // 2))
     bounds = {"train": (0, half), "validation": (half, val_end), "test": (val_end, size)}
@@ -84,6 +86,8 @@ def sample_cases(split_axis: int) -> tuple[list[dict], dict]:
         region[split_axis] = [start, stop]
         case = make_case(f"MNI152_{subset}", [SAMPLE_IMAGE], SAMPLE_LABEL, ["T1"], patient=f"MNI152_{subset}_slab")
         case["region"] = region
+        if probabilities:
+            case["probs"] = [str(p) for p in SAMPLE_PROBABILITIES]
         cases.append(case)
         splits[subset] = {case["patient"]: [case["id"]]}
     check_splits(splits)
@@ -93,8 +97,12 @@ def sample_cases(split_axis: int) -> tuple[list[dict], dict]:
 def prepare_cases(cfg: dict, run_dir: Path) -> tuple[list[dict], DataInfo]:
     """Read the dataset (or the sample), make or reuse the patient-level split, save it with the run."""
     data = cfg["data"]
+    partial_volume = bool(cfg["augment"]["synthesis_partial_volume"] and cfg["augment"]["synthesis_prob"] > 0)
+    if partial_volume and data["root"] != "sample":
+        raise InputError(data["root"], "augment.synthesis_partial_volume needs tissue probability maps, which only "
+                                       "the bundled sample (data.root: sample) provides; set it to false")
     if data["root"] == "sample":
-        cases, splits = sample_cases(data["sample_split_axis"])
+        cases, splits = sample_cases(data["sample_split_axis"], partial_volume)
         modalities, names, summary = ["T1"], dict(SAMPLE_LABELS), {
             "datasets": ["MNI152 2009c T1 + tissue labels (bundled sample)"], "subjects": 1,
             "split": f"sample mode: slabs along axis {data['sample_split_axis']} (train hemisphere / "

@@ -82,15 +82,20 @@ class TaskAdapter(ABC):
         """Aligned random HR patch -> augmentation -> optional synthesis -> LR/HR pair by the protocol."""
         protocol = protocol or self.protocol
         aug = self.cfg["augment"]
-        keys = ["image", "label"] if labels else ["image"]
+        partial_volume = labels and aug["synthesis_prob"] > 0 and aug["synthesis_partial_volume"]
+        keys = (["image", "label"] if labels else ["image"]) + (["probs"] if partial_volume else [])
         transforms: list = [RandAlignedCropd(keys, patch_size, self.factor, protocol, axis=2,
                                              allow_missing_keys=True)]
         if aug["enabled"]:
             transforms.append(hr_augmentations(
                 "image", "label" if labels else [], flip_prob=aug["flip_prob"], affine_prob=aug["affine_prob"],
-                noise_prob=aug["intensity_prob"], bias_prob=aug["intensity_prob"], gamma_prob=aug["intensity_prob"]))
+                noise_prob=aug["intensity_prob"], bias_prob=aug["intensity_prob"], gamma_prob=aug["intensity_prob"],
+                field_keys=["probs"] if partial_volume else []))
         if labels and aug["synthesis_prob"] > 0:
-            synth = SynthesizeImageFromLabels(background_zero=True, min_contrast=aug["synthesis_min_contrast"])
+            # Partial volume: probability channel i is class i (background first), as the label indices.
+            synth = SynthesizeImageFromLabels(background_zero=True, min_contrast=aug["synthesis_min_contrast"],
+                                              prob_key="probs" if partial_volume else None,
+                                              labels=list(range(self.info.num_classes)) if partial_volume else None)
             transforms.append(RandSynthesisd(aug["synthesis_prob"], synth))
         transforms.append(ToLabelTensord(["label"]))
         transforms.append(MakeLRHRPaird(protocol, self.factor, axis=2, label_key="label" if labels else None,

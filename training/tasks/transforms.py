@@ -16,11 +16,11 @@ from JointSRSegLib.normalization import normalize
 from training.data import resolve_axis
 from training.data.pairs import to_numpy
 
-SPATIAL_KEYS = ("image", "label")
+SPATIAL_KEYS = ("image", "label", "probs")
 
 
 class CropRegiond(Transform):
-    """Crop ``image``/``label`` to the case's ``region`` [[start, stop] x 3] (sample-mode slabs)."""
+    """Crop ``image``/``label``/``probs`` to the case's ``region`` [[start, stop] x 3] (sample-mode slabs)."""
 
     def __call__(self, data):
         d = dict(data)
