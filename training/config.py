@@ -92,6 +92,10 @@ SCHEMA: dict[str, Option] = {
     "augment.synthesis_partial_volume": Option(False, bool, "draw synthetic images from tissue probability maps "
                                                "(partial volume at tissue borders) instead of hard labels; needs "
                                                "probability maps (the bundled sample has them)"),
+    "augment.synthesis_bias_coeff": Option(0.1, _NUM, "largest coefficient of the synthetic images' bias field "
+                                           "(MONAI RandBiasField, degree 3): 0.1 lets the field vary ~2.6x across "
+                                           "a patch; 0.3 (the shipped recipes before 2026-11-21) ~18x, which "
+                                           "left a third of the tissue contrast after normalisation"),
     "augment.synthesis_prob": Option(0.0, _NUM, "probability of replacing the image by a SynthSeg-style image "
                                      "drawn from the labels"),
     "augment.synthesis_min_contrast": Option(0.1, _NUM, "least intensity difference between any two labels of a "

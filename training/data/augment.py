@@ -108,7 +108,7 @@ class SynthesizeImageFromLabels(Randomizable, MapTransform):
         invert_prob: float = 0.0,
         blur_sigma_range: tuple[float, float] | None = (0.0, 1.0),
         bias_field_prob: float = 0.5,
-        bias_coeff_range: tuple[float, float] = (0.0, 0.3),
+        bias_coeff_range: tuple[float, float] = (0.0, 0.1),
         noise_std: float = 0.01,
         normalize: bool = True,
         background_zero: bool = False,

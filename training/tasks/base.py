@@ -94,6 +94,7 @@ class TaskAdapter(ABC):
         if labels and aug["synthesis_prob"] > 0:
             # Partial volume: probability channel i is class i (background first), as the label indices.
             synth = SynthesizeImageFromLabels(background_zero=True, min_contrast=aug["synthesis_min_contrast"],
+                                              bias_coeff_range=(0.0, float(aug["synthesis_bias_coeff"])),
                                               prob_key="probs" if partial_volume else None,
                                               labels=list(range(self.info.num_classes)) if partial_volume else None)
             transforms.append(RandSynthesisd(aug["synthesis_prob"], synth))
