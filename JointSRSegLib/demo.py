@@ -58,9 +58,14 @@ def run_demo(
     lr = simulate_thick_slices(hr, DEMO_FACTOR, DEMO_AXIS)
     plan = demo_plan()
     common = {"scale": DEMO_FACTOR, "axis": DEMO_AXIS, "device": device, "uncertainty": True}
+    joint = plan.seg_model is not None and plan.seg_model == plan.sr_model  # one joint run, not two
     with TqdmProgress(force=show_progress or None) as bar:
-        result = predict(lr, model=plan.sr_model, tasks=("sr",), progress=bar, time_budget=time_budget, **common)
-        seg = predict(lr, model=plan.seg_model, tasks=("seg",), progress=bar, **common) if plan.seg_model else None
+        tasks = ("sr", "seg") if joint else ("sr",)
+        result = predict(lr, model=plan.sr_model, tasks=tasks, progress=bar, time_budget=time_budget, **common)
+        if joint:
+            seg = result
+        else:
+            seg = predict(lr, model=plan.seg_model, tasks=("seg",), progress=bar, **common) if plan.seg_model else None
     output = result.outputs["sr"]
     model = plan.sr_model
     baseline = upsample_image(lr, "sr", DEMO_FACTOR, DEMO_AXIS, "bspline")

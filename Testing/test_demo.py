@@ -9,6 +9,7 @@ from conftest import SAMPLE
 
 from JointSRSegLib.cli import main
 from JointSRSegLib.degradation import simulate_thick_slices
+from JointSRSegLib.demo import demo_plan
 from JointSRSegLib.io import read_volume
 
 
@@ -59,3 +60,9 @@ def test_demo_writes_outputs_report_and_preview(tmp_path, capsys):
     assert sr.spacing == hr.spacing and sr.shape == (hr.shape[0], hr.shape[1], (hr.shape[2] // 4) * 4)
     png = (out / "preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    # segmentation by the default rule's package, on the SR grid, scored against the sample labels
+    plan = demo_plan()
+    assert demo["sr_model"] == plan.sr_model and demo["seg_model"] == plan.seg_model
+    seg = read_volume(out / "seg.nii.gz")
+    assert seg.grid.almost_equal(sr.grid, tol=1e-5) and set(np.unique(seg.array)) <= {0, 1, 2}
+    assert demo["metrics_vs_hr"]["segmentation"]["mean_dice"] > 0.8
