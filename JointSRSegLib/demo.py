@@ -78,7 +78,8 @@ def run_demo(
             outputs["uncertainty_seg"] = seg.outputs["uncertainty_seg"]
         tissue_on_grid = crop_to_grid(tissue, outputs["seg"].grid)
         scores["segmentation"] = evaluate_volumes(outputs["seg"], tissue_on_grid, labels=True)
-        result.report["segmentation_run"] = seg.report
+        if not joint:  # a joint run's report is this report
+            result.report["segmentation_run"] = seg.report
     result.report["demo"] = {
         "sample": str(SAMPLE_T1.name),
         "protocol": "sr",
