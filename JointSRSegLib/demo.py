@@ -62,10 +62,9 @@ def run_demo(
     with TqdmProgress(force=show_progress or None) as bar:
         tasks = ("sr", "seg") if joint else ("sr",)
         result = predict(lr, model=plan.sr_model, tasks=tasks, progress=bar, time_budget=time_budget, **common)
-        if joint:
-            seg = result
-        else:
-            seg = predict(lr, model=plan.seg_model, tasks=("seg",), progress=bar, **common) if plan.seg_model else None
+        seg = result if joint else None
+        if plan.seg_model and not joint:
+            seg = predict(lr, model=plan.seg_model, tasks=("seg",), progress=bar, **common)
     output = result.outputs["sr"]
     model = plan.sr_model
     baseline = upsample_image(lr, "sr", DEMO_FACTOR, DEMO_AXIS, "bspline")

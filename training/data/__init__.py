@@ -1,6 +1,6 @@
 """Training data layer: dataset readers, patient-level splits, loading, augmentation and LR/HR pairs."""
 
-from .augment import SynthesizeImageFromLabels, hr_augmentations
+from .augment import SynthesizeImageFromLabels, hr_augmentations, uses_partial_volume
 from .datasets import (
     BRATS_LABELS,
     BRATS_REGIONS,
@@ -74,4 +74,5 @@ __all__ = [
     "save_splits",
     "select_cases",
     "subset_sizes",
+    "uses_partial_volume",
 ]

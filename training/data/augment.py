@@ -11,7 +11,7 @@ random Gaussian intensity per label, so a network trained on it cannot rely on o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,11 @@ def hr_augmentations(
         RandGaussianNoised(images, prob=noise_prob, mean=0.0, std=noise_std, sample_std=False),
     ]
     return Compose(transforms)
+
+
+def uses_partial_volume(augment: Mapping) -> bool:
+    """Whether the ``augment`` config section draws synthetic images from tissue probability maps."""
+    return bool(augment["synthesis_partial_volume"] and augment["synthesis_prob"] > 0)
 
 
 class SynthesizeImageFromLabels(Randomizable, MapTransform):

@@ -113,10 +113,8 @@ def read_case_probabilities(case: dict, image: Volume) -> np.ndarray:
         volume = read_volume(path)
         if not volume.grid.almost_equal(image.grid, tol=1e-4):
             raise InputError(path, f"probability map grid differs from the image grid of {image.source}")
-        array = volume.array[0]
-        if array.dtype == np.uint8:
-            array = array.astype(np.float32) / 255.0
-        array = array.astype(np.float32)
+        stored = volume.array[0]
+        array = stored.astype(np.float32) / 255.0 if stored.dtype == np.uint8 else stored.astype(np.float32)
         if not np.isfinite(array).all() or array.min() < -1e-6 or array.max() > 1 + 1e-6:
             raise InputError(path, "probability map has values outside [0, 1]")
         channels.append(np.clip(array, 0.0, 1.0))

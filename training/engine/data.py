@@ -37,6 +37,7 @@ from training.data import (
     make_splits,
     save_splits,
     select_cases,
+    uses_partial_volume,
 )
 from training.tasks.transforms import CropRegiond, LabelIndicesd, ModelFramed, NormalizeIntensityd
 
@@ -97,7 +98,7 @@ def sample_cases(split_axis: int, probabilities: bool = False) -> tuple[list[dic
 def prepare_cases(cfg: dict, run_dir: Path) -> tuple[list[dict], DataInfo]:
     """Read the dataset (or the sample), make or reuse the patient-level split, save it with the run."""
     data = cfg["data"]
-    partial_volume = bool(cfg["augment"]["synthesis_partial_volume"] and cfg["augment"]["synthesis_prob"] > 0)
+    partial_volume = uses_partial_volume(cfg["augment"])
     if partial_volume and data["root"] != "sample":
         raise InputError(data["root"], "augment.synthesis_partial_volume needs tissue probability maps, which only "
                                        "the bundled sample (data.root: sample) provides; set it to false")

@@ -23,7 +23,13 @@ import torch
 import torch.nn as nn
 
 from JointSRSegLib.models import build
-from training.data import MakeLRHRPaird, RandAlignedCropd, SynthesizeImageFromLabels, hr_augmentations
+from training.data import (
+    MakeLRHRPaird,
+    RandAlignedCropd,
+    SynthesizeImageFromLabels,
+    hr_augmentations,
+    uses_partial_volume,
+)
 from training.tasks.transforms import CentreCropd, RandSynthesisd, SelectKeysd, ToLabelTensord
 
 
@@ -82,7 +88,7 @@ class TaskAdapter(ABC):
         """Aligned random HR patch -> augmentation -> optional synthesis -> LR/HR pair by the protocol."""
         protocol = protocol or self.protocol
         aug = self.cfg["augment"]
-        partial_volume = labels and aug["synthesis_prob"] > 0 and aug["synthesis_partial_volume"]
+        partial_volume = labels and uses_partial_volume(aug)
         keys = (["image", "label"] if labels else ["image"]) + (["probs"] if partial_volume else [])
         transforms: list = [RandAlignedCropd(keys, patch_size, self.factor, protocol, axis=2,
                                              allow_missing_keys=True)]
