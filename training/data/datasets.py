@@ -34,7 +34,7 @@ from monai.transforms import MapTransform
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.io import READ_SUFFIXES, strip_volume_suffix, volume_suffix
 
-LAYOUTS = ("msd", "brats", "folder", "lr_only")
+LAYOUTS = ("msd", "brats", "folder", "lr_only", "synthseg")
 PATIENTS_CSV = "patients.csv"
 CHANNEL_SUFFIX = re.compile(r"^(?P<stem>.+)_(?P<channel>\d{4})$")
 
@@ -330,9 +330,28 @@ def detect_layout(root: str | Path) -> str:
     )
 
 
+def read_synthseg(root: str) -> DatasetIndex:
+    """``synthseg:LABELS_DIR[?train=1-16&validation=17-18&t1=T1_DIR&t1_train=...]``: FreeSurfer label
+    maps (synthesised into images per sample) plus optional real T1 images, with a split fixed by
+    subject number (held-out subjects refused; :mod:`training.data.realistic`)."""
+    from .realistic import parse_realistic_root, realistic_cases
+
+    try:
+        spec = parse_realistic_root(root)
+    except ValueError as error:
+        raise InputError(root, str(error)) from None
+    if not spec.labels_dir.is_dir():
+        raise InputError(spec.labels_dir, "label-map folder not found")
+    cases = realistic_cases(spec)
+    names = {0: "background", 1: "Grey matter", 2: "White matter"}
+    return DatasetIndex("synthseg", spec.labels_dir, cases, ["T1"], names)
+
+
 def load_dataset(root: str | Path, layout: str = "auto", patients_csv: str | Path | None = None) -> DatasetIndex:
     """Read a dataset of any supported layout; ``patients.csv`` in ``root`` (or ``patients_csv``)
-    groups cases by patient."""
+    groups cases by patient.  A root ``synthseg:...`` is the realistic label-map layout."""
+    if str(root).startswith("synthseg:") or layout == "synthseg":
+        return read_synthseg(str(root) if str(root).startswith("synthseg:") else f"synthseg:{root}")
     root = Path(root)
     if layout == "auto":
         layout = detect_layout(root)

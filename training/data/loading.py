@@ -133,7 +133,11 @@ class LoadCased(MapTransform):
 
     def __call__(self, data):
         d = dict(data)
+        if d.get("kind") == "labelmap":
+            return self._label_map(d)
         image = read_case_image(d)
+        if d.get("reorient") == "RAS":
+            image = _ras(image)
         # Tensors throughout: MONAI's disk cache returns tensors, so numpy here would give batches
         # that mix types depending on whether an item came from the cache.
         d[self.image_key] = torch.from_numpy(image.array)
@@ -153,6 +157,36 @@ class LoadCased(MapTransform):
         else:
             d.pop("probs", None)
         return d
+
+
+    def _label_map(self, d: dict) -> dict:
+        """A label-only case (realistic layout): the FreeSurfer labels as int16, in RAS voxel order,
+        no image (each sample synthesises one from the labels)."""
+        path = Path(d["label"])
+        volume = read_volume(path)
+        array = volume.array
+        if not np.isfinite(array).all() or not np.array_equal(array, np.rint(array)) or array.min(initial=0) < 0:
+            raise InputError(path, "label map must hold non-negative whole numbers")
+        volume = Volume(array.astype(np.int16), volume.spacing, volume.origin, volume.direction, source=str(path))
+        if d.get("reorient") == "RAS":
+            volume = _ras(volume)
+        d[self.label_key] = torch.from_numpy(np.ascontiguousarray(volume.array))
+        d["spacing"] = torch.tensor(volume.spacing, dtype=torch.float64)
+        d["origin"] = torch.tensor(volume.origin, dtype=torch.float64)
+        d["direction"] = torch.from_numpy(np.asarray(volume.direction, dtype=np.float64))
+        d["label_path"] = str(path)
+        d.pop(self.image_key, None)
+        d.pop("probs", None)
+        return d
+
+
+def _ras(volume: Volume) -> Volume:
+    """``volume`` in RAS voxel order (exact permutation/flip; :func:`training.data.realistic.reorient_to_ras`)."""
+    from .realistic import reorient_to_ras
+
+    array, spacing, origin, direction = reorient_to_ras(volume.array, volume.spacing, volume.origin, volume.direction)
+    return Volume(array, tuple(spacing), tuple(origin), direction, source=volume.source,
+                  channel_names=volume.channel_names)
 
 
 # --------------------------------------------------------------------------- datasets

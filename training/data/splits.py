@@ -45,7 +45,17 @@ def subset_sizes(n_patients: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> l
 
 
 def make_splits(cases: Sequence[dict], ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0) -> Splits:
-    """Shuffle patients with ``seed`` and cut them into train/validation/test by ``ratios``."""
+    """Shuffle patients with ``seed`` and cut them into train/validation/test by ``ratios``.
+
+    Cases that carry a fixed ``subset`` (the realistic label-map layout: the split is by subject
+    number, see :mod:`training.data.realistic`) keep it; ``ratios`` and ``seed`` are then unused.
+    """
+    if cases and all(case.get("subset") in SUBSETS for case in cases):
+        fixed: Splits = {subset: {} for subset in SUBSETS}
+        for case in cases:
+            fixed[case["subset"]].setdefault(str(case["patient"]), []).append(str(case["id"]))
+        check_splits(fixed)
+        return fixed
     by_patient: dict[str, list[str]] = {}
     for case in cases:
         by_patient.setdefault(str(case["patient"]), []).append(str(case["id"]))

@@ -14,9 +14,11 @@ import torch
 
 from JointSRSegLib.inference.sliding import sliding_window_predict
 from JointSRSegLib.losses.rehrseg import REHRSegSegmentationLoss
-from JointSRSegLib.losses.swinsr_unetr import SwinSRUNETRLoss
+from JointSRSegLib.losses.swinsr_unetr import SwinSRUNETRLoss, laplace_nll
+from training.data import MakeLRHRPaird
+from training.data.realistic import RealisticPatchd, RealisticValidationd, is_realistic_root
 from training.tasks.base import TaskAdapter, as_parts, labels_from_logits
-from training.tasks.transforms import SelectKeysd
+from training.tasks.transforms import SelectKeysd, ToLabelTensord
 
 
 def lr_patch_size(patch_size, protocol: str, factor: int) -> list[int]:
@@ -41,9 +43,62 @@ class Joint3DAdapter(TaskAdapter):
         self.modules["criterion"] = SwinSRUNETRLoss(self.info.num_classes, aleatoric=aleatoric,
                                                     nll_beta=float(self.loss_options.get("nll_beta", 0.0)))
 
+    @property
+    def realistic(self) -> bool:
+        """``data.root: synthseg:...``: label-map synthesis + real T1 patches, RAS voxel order."""
+        return is_realistic_root(self.cfg["data"]["root"])
+
+    def train_transforms(self, stage: str) -> list:
+        if not self.realistic:
+            return super().train_transforms(stage)
+        aug = self.cfg["augment"]
+        patch = RealisticPatchd(self.cfg["data"]["patch_size"], affine_prob=aug["affine_prob"],
+                                min_contrast=aug["synthesis_min_contrast"], bias_coeff=aug["synthesis_bias_coeff"])
+        pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label")
+        return [patch, pair, SelectKeysd(["lr_image", "hr_image", "hr_label", "seg_weight"])]
+
+    def validation_transforms(self) -> list:
+        if not self.realistic:
+            return super().validation_transforms()
+        pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label")
+        return [RealisticValidationd(self.cfg["data"]["val_crop"], seed=self.cfg["run"]["seed"]),
+                ToLabelTensord(["label"]), pair]
+
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = self.forward_module("net")(batch["lr_image"])
-        total, parts = self.forward_module("criterion")(outputs, batch["hr_image"], batch["hr_label"])
+        weight = batch.get("seg_weight")
+        if weight is None or bool((weight > 0).all()):
+            total, parts = self.forward_module("criterion")(outputs, batch["hr_image"], batch["hr_label"])
+            return total, as_parts(parts)
+        return self._masked_loss(outputs, batch, weight > 0)
+
+    def _masked_loss(self, outputs: dict, batch: dict, labelled: torch.Tensor):
+        """The joint loss with the segmentation term only over the samples that have labels (real T1
+        patches train the SR head alone).  Same terms as ``SwinSRUNETRLoss``; a label-less batch adds
+        a zero-weighted segmentation term so every parameter stays in the graph."""
+        criterion = self.modules["criterion"]
+        sr, target = outputs["sr"], batch["hr_image"]
+        l1 = (sr - target).abs().mean()
+        logits = outputs["seg"]
+        if bool(labelled.any()):
+            seg = criterion.dice(logits[labelled], batch["hr_label"][labelled].unsqueeze(1)
+                                 if batch["hr_label"].ndim == 4 else batch["hr_label"][labelled])
+        else:
+            seg = None
+        parts = {"sr_l1": l1.detach()}
+        if criterion.aleatoric:
+            sr_loss = laplace_nll(sr, outputs["sr_log_var"], target, criterion.nll_beta)
+            total = sr_loss + (criterion.weighting([seg]) if seg is not None else 0.0 * logits.sum())
+            parts["sr_nll"] = sr_loss.detach()
+        else:
+            s = criterion.weighting.log_vars if hasattr(criterion.weighting, "log_vars") else None
+            if seg is not None or s is None:
+                total = criterion.weighting([seg if seg is not None else 0.0 * logits.sum(), l1])
+            else:
+                total = 0.5 * torch.exp(-s[1]) * l1 + 0.5 * s[1] + 0.0 * (logits.sum() + s[0])
+        if seg is not None:
+            parts["seg_dice"] = seg.detach()
+        parts["total"] = total.detach()
         return total, as_parts(parts)
 
     def _sliding(self, lr: torch.Tensor, keys) -> dict[str, torch.Tensor]:
@@ -58,7 +113,10 @@ class Joint3DAdapter(TaskAdapter):
 
     def export_metadata(self) -> dict[str, Any]:
         uncertainty = ["seg_entropy"] + (["sr_aleatoric"] if self.loss_options.get("aleatoric") else [])
-        return {"tasks": ["sr", "seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": uncertainty}
+        meta = {"tasks": ["sr", "seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": uncertainty}
+        if self.realistic:  # trained in RAS voxel order: the engine reorients every input to it
+            meta["inference"] = {"orientation": "RAS"}
+        return meta
 
 
 class SegmenterAdapter(Joint3DAdapter):

@@ -62,6 +62,8 @@ class NormalizeIntensityd(Transform):
 
     def __call__(self, data):
         d = dict(data)
+        if "image" not in d:  # label-map case: the image is synthesised per sample
+            return d
         array, _ = normalize(to_numpy(d["image"]).astype(np.float32), self.spec)
         d["image"] = torch.from_numpy(array)
         return d
@@ -75,7 +77,7 @@ class LabelIndicesd(Transform):
 
     def __call__(self, data):
         d = dict(data)
-        if "label" in d:
+        if "label" in d and d.get("kind") != "labelmap":  # FreeSurfer label maps keep every label
             label = to_numpy(d["label"]).astype(np.int64)
             lut = np.zeros(max(int(label.max(initial=0)), max(self.values)) + 1, np.int64)
             for index, value in enumerate(self.values):
