@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.jointsrseg-installed
 # CPU build by default; for CUDA: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128" ...
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,labels,slicer
+EXTRAS ?= dev,labels,slicer,atropos
 THREADS ?= 2
 
 .PHONY: setup demo test lint bench docs clean

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import BASELINE_NAMES, upsample_image, upsample_labels
+from .baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, upsample_image, upsample_labels
 from .errors import CancelledError, InputError
 from .geometry import check_factor, through_plane_axis
 from .io import check_image_content, read_volumes
@@ -91,23 +91,41 @@ def predict(
     ``scale`` is the through-plane factor R (2-8) and ``axis`` the through-plane voxel axis
     (``"auto"``: the largest spacing).  Outputs lie exactly on the protocol grids: ``sr`` on
     ``subdivide_grid``, ``interp`` on ``insert_grid``.
+
+    ``seg_model="atropos"`` segments the SR/interp output of ``model`` with ANTs Atropos
+    (:mod:`JointSRSegLib.atropos`); ``model="atropos"`` is ``model="bspline", seg_model="atropos"``.
+    ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
     """
     started = time.perf_counter()
     timer = StageTimer()
     notify = progress or (lambda fraction, stage: None)
     token = cancel or CancelToken()
+    seg_model = options.pop("seg_model", None)
+    model_name = str(model)
+    if model_name in SEGMENTATION_BASELINES:
+        model_name, seg_model = "bspline", model_name
+    if seg_model is not None and str(seg_model) not in SEGMENTATION_BASELINES:
+        raise InputError(
+            None, f"unknown segmentation model {seg_model!r}; choose from {', '.join(SEGMENTATION_BASELINES)}"
+        )
     with timer.stage("checking input"):
         notify(0.0, "checking input")
         volume = load_inputs(inputs)
         task_list = parse_tasks(tasks)
-        factor = check_factor(scale, volume.source)
+        own_grid = seg_model is not None and task_list == ("seg",) and scale == 1
+        factor = 1 if own_grid else check_factor(scale, volume.source)
         label_input = is_label_map(volume)
         if not label_input:
             check_image_content(volume)
-        through_axis = through_plane_axis(volume, axis)
+        elif seg_model is not None:
+            raise InputError(volume.source, f"{seg_model} segments images; the input is a label map")
+        through_axis = None if own_grid else through_plane_axis(volume, axis)
     token.raise_if_cancelled()
-    model_name = str(model)
-    if model_name in BASELINE_NAMES:
+    if seg_model is not None:
+        outputs, model_report = _run_with_atropos(
+            volume, model_name, task_list, factor, through_axis, device, uncertainty, notify, token, timer, **options
+        )
+    elif model_name in BASELINE_NAMES:
         outputs, model_report = _run_baseline(volume, model_name, task_list, factor, through_axis, label_input, timer)
     else:
         from .inference import run_model_package  # imported lazily: torch start-up only when needed
@@ -152,3 +170,43 @@ def _run_baseline(
     kind = "label" if label_input else "image"
     used = ("contour" if method == "contour" else "nearest") if label_input else method
     return outputs, {"id": used, "source": "baseline", "kind": kind, "weights_sha256": None, "device": "cpu"}
+
+
+def _run_with_atropos(
+    volume: Volume, model: str, tasks, factor, axis, device, uncertainty, notify, token, timer, **options
+) -> tuple[dict[str, Volume], dict]:
+    """``model`` does SR/interp (B-spline for ``model="atropos"``), Atropos segments its output on the
+    same grid; ``tasks=("seg",)`` alone segments the sr protocol grid (``factor=1``: the input grid)."""
+    from .atropos import import_ants, segment_tissues
+
+    import_ants()  # a missing antspyx is reported before any SR work
+    image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())
+    outputs: dict[str, Volume] = {}
+    report: dict = {"id": "none", "source": "input grid"}
+    if image_tasks:
+        if model in BASELINE_NAMES:
+            outputs, report = _run_baseline(volume, model, image_tasks, factor, axis, False, timer)
+        else:
+            from .inference import run_model_package
+
+            outputs, report = run_model_package(
+                volume, model, image_tasks, factor, axis, device, uncertainty, notify, token, timer, **options
+            )
+    token.raise_if_cancelled()
+    source = outputs.get("interp") or outputs.get("sr") or volume
+    seg_report = None
+    if "seg" in tasks:
+        with timer.stage("segmenting (atropos)"):
+            notify(0.8, "segmenting (atropos)")
+            result = segment_tissues(
+                source, n4=bool(options.get("n4", False)), threads=options.get("threads"), uncertainty=uncertainty
+            )
+        outputs["seg"] = Volume.from_grid(result.labels[None], source.grid, source=volume.source)
+        if result.uncertainty is not None:
+            outputs["uncertainty_seg"] = Volume.from_grid(result.uncertainty[None], source.grid, source=volume.source)
+        seg_report = {"id": "atropos", "source": "baseline", "kind": "segmentation", **result.report}
+    for name in [n for n in outputs if n in ("sr", "interp") and n not in tasks]:
+        outputs.pop(name)  # the SR that was only made to be segmented
+        outputs.pop("uncertainty_sr", None)
+    report = {**report, "seg_model": seg_report}
+    return outputs, report

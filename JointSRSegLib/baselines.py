@@ -6,6 +6,9 @@ all evaluated by SimpleITK's resampler at the output grid's physical points.  La
 the label baseline REHRSeg compares with, through ITK's MorphologicalContourInterpolation
 (optional extra ``labels``).
 
+``atropos`` (ANTs Atropos, :mod:`JointSRSegLib.atropos`) is the classical segmentation baseline:
+B-spline SR, then 3-class Atropos on the SR grid.
+
 Output grids come from :mod:`JointSRSegLib.geometry`; in-plane axes coincide with the input
 voxel centres, so only the through-plane axis is really interpolated.
 """
@@ -27,7 +30,15 @@ IMAGE_INTERPOLATORS = {
     "lanczos": sitk.sitkLanczosWindowedSinc,
 }
 LABEL_METHODS = ("nearest", "contour")
-BASELINE_NAMES = tuple(IMAGE_INTERPOLATORS) + ("contour",)
+# Classical GM/WM segmentation (JointSRSegLib.atropos, optional extra ``atropos``); as ``--model`` it
+# upsamples with ``bspline`` and segments the result, as ``--seg-model`` it segments another model's SR.
+SEGMENTATION_BASELINES = ("atropos",)
+BASELINE_NAMES = tuple(IMAGE_INTERPOLATORS) + ("contour",) + SEGMENTATION_BASELINES
+
+
+def baseline_tasks(name: str) -> tuple[str, ...]:
+    """The tasks a baseline serves (``jointsrseg models``)."""
+    return ("sr", "interp", "seg") if name in SEGMENTATION_BASELINES else ("sr", "interp")
 
 
 def _reference(grid: Grid, pixel_type: int) -> sitk.Image:

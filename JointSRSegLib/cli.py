@@ -34,13 +34,24 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg"
     )
-    p.add_argument("--scale", type=float, default=4, help="through-plane factor R, an integer 2-8 (default 4)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=4,
+        help="through-plane factor R, an integer 2-8 (default 4); 1 with --tasks seg and atropos: the input grid",
+    )
     p.add_argument("--axis", default="auto", help="through-plane voxel axis 0, 1, 2 or auto (largest spacing)")
     p.add_argument(
         "--model",
         default="bspline",
         help="model id, package path, or baseline: nearest, linear, bspline, "
-        "lanczos (images), contour (label maps); see 'jointsrseg models'",
+        "lanczos (images), contour (label maps), atropos (B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",
+    )
+    p.add_argument(
+        "--seg-model",
+        default=None,
+        choices=("atropos",),
+        help="segment the output of --model with this classical method instead (ANTs Atropos, extra 'atropos')",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument(
@@ -71,6 +82,7 @@ def predict_options(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "uncertainty_method": args.uncertainty_method,
         "time_budget": args.time_budget,
+        "seg_model": args.seg_model,
     }
 
 
@@ -165,9 +177,12 @@ def _cmd_info(path: Path) -> int:
 
 
 def _cmd_models() -> int:
+    from dataclasses import replace
+
+    from .baselines import baseline_tasks
     from .packaging import available_models
 
-    rows = available_models()
+    rows = [replace(r, tasks=baseline_tasks(r.id)) if r.source == "baseline" else r for r in available_models()]
     width = max(len(r.id) for r in rows)
     print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
