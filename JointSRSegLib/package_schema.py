@@ -169,7 +169,27 @@ def validate_metadata(
     validate_spec(meta["intensity_normalization"], source)
     _check_labels(meta["labels"], "seg" in meta["tasks"], source)
     _check_uncertainty(meta["uncertainty"], meta["tasks"], source)
+    _check_inference(meta.get("inference"), source)
     return dict(meta)
+
+
+def _check_inference(section: Any, source: str | None) -> None:
+    """Optional ``inference`` section: ``roi_size`` (three positive integers) and ``orientation``
+    (the voxel orientation the package was trained in, e.g. ``"RAS"``)."""
+    if section is None:
+        return
+    _require(isinstance(section, Mapping), source, "inference must be a JSON object")
+    roi = section.get("roi_size")
+    if roi is not None:
+        ok = isinstance(roi, list) and len(roi) == 3 and all(_is_int(r) and 0 < r <= 1024 for r in roi)
+        _require(ok, source, f"inference.roi_size must be three integers in 1-1024, got {roi!r:.60}")
+    if section.get("orientation") is not None:
+        from .orientation import check_orientation_code
+
+        try:
+            check_orientation_code(section["orientation"])
+        except ValueError as error:
+            raise InputError(source, f"inference.orientation: {error}") from None
 
 
 def _check_architecture(meta: Mapping, source: str | None, known: Mapping[str, Any] | None) -> None:

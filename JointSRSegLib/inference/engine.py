@@ -1,9 +1,13 @@
 """Model packages over whole volumes: the path every non-baseline ``predict`` call takes.
 
 Steps: resolve and verify the package, check it fits the request, normalise intensities as the
-package says, move the through-plane axis last (the model frame), run the network (3D sliding
-window or 2D slice-wise), map intensities back, build label maps and uncertainty maps, and put
-every output on the exact protocol grid of the input.  A CUDA out-of-memory error is retried with
+package says, permute/flip the voxel axes to the orientation the package was trained in
+(``inference.orientation``; exact, :mod:`JointSRSegLib.orientation`), move the through-plane axis
+last (the model frame), crop to the head mask (:mod:`JointSRSegLib.foreground`) and run the network
+there (3D sliding window skipping empty windows, or 2D slice-wise), map intensities back, undo the
+reorientation, build label maps and uncertainty maps, put every output on the exact protocol grid of
+the input, and give the classical answer outside the head: B-spline for images, background for
+labels, zero uncertainty.  A CUDA out-of-memory error is retried with
 smaller windows and batches, then on the CPU; the report records what happened.
 """
 
@@ -15,9 +19,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..baselines import resample_to_grid
 from ..errors import InputError
-from ..geometry import output_grid, subdivide_grid
+from ..foreground import bounding_box, head_mask, mask_on_grid
+from ..geometry import orientation_code, output_grid, subdivide_grid
 from ..normalization import denormalize, normalize
+from ..orientation import Reorientation
 from ..packaging import ModelPackage, check_compatibility, resolve_model
 from ..report import StageTimer
 from ..uncertainty import (
@@ -37,25 +44,30 @@ from .sliding import sliding_window_predict
 log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
+FOREGROUND_OPTION = "foreground_only"  # options[...] = False runs the network on the whole field of view
 UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
 
 
 def _sampled_forward(
-    package, net, frame, factor, device, roi, batch, notify, token, method: str, samples: int, wanted: frozenset
+    package, net, frame, mask, factor, device, roi, batch, notify, token, method: str, samples: int, wanted: frozenset
 ) -> dict:
     """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
     (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
     if method == "auto":
-        return _forward(package, net, frame, factor, device, roi, batch, notify, token, wanted)
+        return _forward_in_mask(package, net, frame, mask, factor, device, roi, batch, notify, token, wanted)
     runs = []
     if method == "tta":
         for flip, unflip in flip_tta_transforms(3, axes=(0, 1)):
-            heads = _forward(package, net, flip(frame), factor, device, roi, batch, notify, token, wanted)
+            flipped_mask = flip(mask[None])[0]
+            heads = _forward_in_mask(
+                package, net, flip(frame), flipped_mask, factor, device, roi, batch, notify, token, wanted
+            )
             runs.append({k: unflip(v) for k, v in heads.items()})
     else:
         with enable_mc_dropout(net):
             runs = [
-                _forward(package, net, frame, factor, device, roi, batch, notify, token, wanted) for _ in range(samples)
+                _forward_in_mask(package, net, frame, mask, factor, device, roi, batch, notify, token, wanted)
+                for _ in range(samples)
             ]
     merged = {k: torch.stack([r[k] for r in runs]).mean(0) for k in runs[0]}
     image_key = "interp" if "interp" in runs[0] else "sr"
@@ -104,7 +116,18 @@ def run_model_package(
         net.eval()
     token.raise_if_cancelled()
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
-    model_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(normalized, axis + 1, -1)))
+    trained_orientation = package.metadata.get("inference", {}).get("orientation")
+    # Packages without a recorded orientation run in the input's own voxel order (the identity).
+    reorientation = Reorientation.to_code(volume.grid, trained_orientation or orientation_code(volume.direction))
+    frame_axis = reorientation.frame_axis(axis)
+    model_frame = torch.from_numpy(
+        np.ascontiguousarray(np.moveaxis(reorientation.apply(normalized), frame_axis + 1, -1))
+    )
+    foreground_only = options.get(FOREGROUND_OPTION, True) is not False
+    mask = head_mask(volume) if foreground_only else np.ones(volume.shape, dtype=bool)
+    if not mask.any():  # nothing stands out of the background: run everywhere rather than nowhere
+        mask = np.ones(volume.shape, dtype=bool)
+    mask_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(reorientation.apply(mask), frame_axis, -1)))
     attempts, heads = [], None
     method = str(options.get("uncertainty_method", "auto"))
     samples = int(options.get("samples", 4))
@@ -129,6 +152,7 @@ def run_model_package(
                     package,
                     net,
                     model_frame,
+                    mask_frame,
                     factor,
                     torch_device,
                     roi,
@@ -155,7 +179,14 @@ def run_model_package(
     token.raise_if_cancelled()
     with timer.stage("importing results"):
         notify(0.95, "importing results")
-        outputs, summaries = _to_volumes(package, volume, heads, params, tasks, protocol, factor, axis, uncertainty)
+
+        def to_input_order(array: np.ndarray) -> np.ndarray:
+            """(C, X, Y, Z') in the model frame -> (C, I, J, K') in the input's voxel order."""
+            return reorientation.invert(np.moveaxis(array, -1, frame_axis + 1))
+
+        outputs, summaries = _to_volumes(
+            package, volume, heads, params, tasks, protocol, factor, axis, uncertainty, to_input_order, mask
+        )
     report = {
         "id": package.id,
         "version": package.version,
@@ -165,6 +196,11 @@ def run_model_package(
         "device": describe_device(torch_device),
         "amp": torch_device.type == "cuda",
         "roi_size": list(roi),
+        "voxel_orientation": {"input": orientation_code(volume.direction), "model": trained_orientation},
+        "foreground": {
+            "restricted": foreground_only,
+            "fraction_of_input": round(float(mask.mean()), 4),
+        },
         "retries": attempts,
         "normalization": params,
         "uncertainty": summaries,
@@ -174,8 +210,71 @@ def run_model_package(
     return outputs, report
 
 
+def _forward_in_mask(
+    package: ModelPackage,
+    net,
+    frame: torch.Tensor,
+    mask: torch.Tensor,
+    factor,
+    device,
+    roi,
+    batch,
+    notify,
+    token,
+    wanted,
+) -> dict:
+    """:func:`_forward` on the head mask's bounding box only, pasted into full-size head buffers.
+
+    The box is at least one window (or the whole axis) wide, so 3D networks see the window size they
+    were made for.  Outside the box, images are 0 and class probabilities say background; the
+    caller replaces everything outside the mask anyway.
+    """
+    from ..models import ARCHITECTURES
+
+    spec = ARCHITECTURES[package.metadata["architecture"]]
+    size = tuple(int(s) for s in frame.shape[1:])
+    minimum = tuple(int(r) for r in roi) if spec.dims == 3 else (1, 1, 2)
+    box = bounding_box(mask.numpy(), minimum=tuple(max(m, 2) if a == 2 else m for a, m in enumerate(minimum)))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, size)):
+        return _forward(package, net, frame, factor, device, roi, batch, notify, token, wanted, mask)
+    crop = frame[(slice(None),) + box].contiguous()
+    heads = _forward(package, net, crop, factor, device, roi, batch, notify, token, wanted, mask[box].contiguous())
+    pasted = {}
+    for key, value in heads.items():
+        placement = [_placement(value.shape[1 + a], box[a], size[a], factor) for a in range(3)]
+        full = torch.zeros((value.shape[0],) + tuple(p[1] for p in placement), dtype=value.dtype)
+        if key == "seg_probs":
+            full[0] = 1.0  # class 0: background
+        full[(slice(None),) + tuple(slice(p[0], p[0] + value.shape[1 + a]) for a, p in enumerate(placement))] = value
+        pasted[key] = full
+    return pasted
+
+
+def _placement(length: int, box: slice, size: int, factor: int) -> tuple[int, int]:
+    """Start in the full head buffer and the buffer's length along one axis, from a cropped head's
+    length: the same grid (zoom 1), subdivided slices (``n R``) or inserted slices (``(n-1) R + 1``)."""
+    n = box.stop - box.start
+    if length == n:
+        return box.start, size
+    if length == n * factor:
+        return box.start * factor, size * factor
+    if length == (n - 1) * factor + 1:
+        return box.start * factor, (size - 1) * factor + 1
+    raise RuntimeError(f"a head of length {length} does not fit a crop of {n} voxels at factor {factor}")
+
+
 def _forward(
-    package: ModelPackage, net, frame: torch.Tensor, factor: int, device, roi, batch, notify, token, wanted: frozenset
+    package: ModelPackage,
+    net,
+    frame: torch.Tensor,
+    factor: int,
+    device,
+    roi,
+    batch,
+    notify,
+    token,
+    wanted: frozenset,
+    mask: torch.Tensor | None = None,
 ) -> dict:
     """Network heads in the model frame: tensors (C, X, Y, Z') without the batch axis."""
     from ..models import ARCHITECTURES
@@ -195,7 +294,9 @@ def _forward(
         keys = [k for k in ("sr", "seg", "sr_log_var", "sr_uncertainty") if k in sample and k in wanted]
         out = {
             k: v[0]
-            for k, v in sliding_window_predict(net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step).items()
+            for k, v in sliding_window_predict(
+                net, frame[None], roi, keys, device, DEFAULT_OVERLAP, 1, on_step, mask=mask
+            ).items()
         }
         if "seg" in out:
             out["seg_probs"] = _probabilities(out.pop("seg")[None, None])[0, 0]
@@ -208,44 +309,51 @@ def _forward(
     return {"sr": smore_sr(net, frame, device, batch, on_step)}
 
 
-def _from_model_frame(array: np.ndarray, axis: int) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(array, -1, axis + 1))
-
-
-def _to_volumes(package, volume: Volume, heads: dict, params, tasks, protocol, factor, axis, want_uncertainty):
+def _to_volumes(
+    package, volume: Volume, heads: dict, params, tasks, protocol, factor, axis, want_uncertainty, to_input_order, mask
+):
+    """Heads in the model frame -> output volumes on the input's protocol grids, with the classical
+    answer outside the head mask ``mask`` (input voxel order)."""
     outputs: dict[str, Volume] = {}
     summaries: dict[str, dict] = {}
     image_key = "interp" if "interp" in heads else "sr"
     image_protocol = "interp" if image_key == "interp" else "sr"
     grid = _output_grid(volume, package, image_protocol, factor, axis)
+    inside = mask_on_grid(mask, volume.grid, grid)
     if image_key in heads and (protocol is not None):
-        array = denormalize(_from_model_frame(heads[image_key].numpy(), axis), params)
+        array = denormalize(to_input_order(heads[image_key].numpy()), params)
+        if not inside.all():
+            classical = resample_to_grid(volume, grid, "bspline").array
+            array = np.where(inside[None], array, classical)
         outputs[protocol] = Volume.from_grid(_match_dtype(array, volume.array.dtype), grid, source=volume.source)
         unit = None
         if want_uncertainty and "image_spread" in heads:  # TTA / MC-dropout samples
-            unit = _from_model_frame(heads["image_spread"].numpy(), axis).max(axis=0)  # worst channel
+            unit = to_input_order(heads["image_spread"].numpy()).max(axis=0)  # worst channel
         elif want_uncertainty and "sr_log_var" in heads:  # the model's own heteroscedastic head
-            unit = aleatoric_to_unit(_from_model_frame(heads["sr_log_var"].numpy(), axis)[0])
+            unit = aleatoric_to_unit(to_input_order(heads["sr_log_var"].numpy())[0])
         if unit is not None:
+            unit = np.where(inside, unit, 0.0).astype(np.float32)  # B-spline outside: nothing to doubt
             outputs["uncertainty_sr"] = Volume.from_grid(  # image uncertainty of sr and interp alike
-                unit[None].astype(np.float32), grid, source=volume.source
+                unit[None], grid, source=volume.source
             )
             summaries["uncertainty_sr"] = summarize(unit)
     probs = heads.get("seg_probs")  # (K, X, Y, Z) class probabilities
     if "seg" in tasks and probs is not None:
-        probs_np = _from_model_frame(probs.numpy(), axis)
+        probs_np = to_input_order(probs.numpy())
         seg_grid = grid if probs_np.shape[1:] == tuple(grid.size) else subdivide_grid(volume.grid, factor, axis)
+        seg_inside = inside if seg_grid is grid else mask_on_grid(mask, volume.grid, seg_grid)
         labels = _labels_from_probabilities(probs_np, package.labels)
+        labels = np.where(seg_inside, labels, 0).astype(labels.dtype)  # outside the head: background
         outputs["seg"] = Volume.from_grid(labels[None], seg_grid, source=volume.source)
         if want_uncertainty:
             if "seg_mutual_information" in heads:
-                unit = _from_model_frame(heads["seg_mutual_information"].numpy()[None], axis)[0]
+                unit = to_input_order(heads["seg_mutual_information"].numpy()[None])[0]
             elif "sr_uncertainty" in heads and heads["sr_uncertainty"].shape[1:] == probs.shape[1:]:
                 # REHRSeg's UASR map U (Eq. 5): a sigmoid, blended by convex window weights -> [0, 1]
-                unit = np.clip(_from_model_frame(heads["sr_uncertainty"].numpy(), axis)[0], 0.0, 1.0)
+                unit = np.clip(to_input_order(heads["sr_uncertainty"].numpy())[0], 0.0, 1.0)
             else:
                 unit = predictive_entropy(probs_np, axis=0)
-            unit = np.asarray(unit, dtype=np.float32)
+            unit = np.where(seg_inside, np.asarray(unit, dtype=np.float32), 0.0).astype(np.float32)
             outputs["uncertainty_seg"] = Volume.from_grid(unit[None], seg_grid, source=volume.source)
             summaries["uncertainty_seg"] = summarize(unit)
     return outputs, summaries
