@@ -11,8 +11,16 @@ the largest mean Dice; a package without such a record ranks after those with on
 When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module; the demo asks for
 a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
 A request for image output only (no ``seg``) never gets a package whose card records a *loss* against
-B-spline: it would make the image worse than the classical default (the package is still chosen when
-segmentation is requested too, since B-spline cannot segment).
+B-spline: it would make the image worse than the classical default.
+
+Real scans decide (``metrics.realistic`` in model.json, written from ``benchmarks/realistic.py``: subjects,
+contrasts, voxel orientations and fields of view never trained on).  A package's realistic record, where
+it has one for the request, replaces its template regression check: for images, its mean PSNR gain over
+B-spline counts only with a mean SSIM not below B-spline's.  **Segmentation** goes to a package only if
+its realistic record shows a mean tissue Dice above ``atropos`` measured in the same run
+(``atropos_on_self_dice``, else ``atropos_on_bspline_dice``); otherwise the request gets the classical
+``atropos`` (B-spline + ANTs Atropos, :mod:`JointSRSegLib.atropos`), which needs no training data and does
+not care which orientation, contrast or field of view the scan has.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ PROTOCOLS = ("sr", "interp", "inplane")
 TASK_TEXT = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
 PROTOCOL_TEXT = {"sr": "thick slices", "interp": "gapped slices", "inplane": "in-plane"}
 DEFAULT_FALLBACK = "bspline"
+SEGMENTATION_PEER = "atropos"  # the classical tissue segmentation a package must beat to be the default
 
 
 @dataclass(frozen=True)
@@ -95,14 +104,54 @@ def _number(check: Mapping[str, Any] | None, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def realistic_record(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> dict[str, Any] | None:
+    """The card's ``metrics.realistic`` (the real-scan report's means) under ``protocol`` at ``factor``."""
+    metrics = (metadata or {}).get("metrics")
+    record = metrics.get("realistic") if isinstance(metrics, Mapping) else None
+    if not isinstance(record, Mapping) or record.get("protocol") != protocol or record.get("factor") != factor:
+        return None
+    return dict(record)
+
+
 def recorded_gain(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> float | None:
-    """PSNR gain over B-spline (dB) the card records under ``protocol`` at ``factor``, else None."""
+    """PSNR gain over B-spline (dB) the card records under ``protocol`` at ``factor`` (real-scan report
+    first), else None."""
+    real = realistic_record(metadata, protocol, factor)
+    if real is not None:
+        return _number(real, "psnr_gain_over_bspline_db")
     return _number(regression_check(metadata, protocol, factor), "psnr_gain_over_bspline_db")
 
 
+def ssim_below_bspline(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> bool:
+    """Whether the real-scan record shows a mean SSIM below B-spline's: such a PSNR gain is no gain
+    (the background offset and block artefacts a user sees are in SSIM, not in the mean error)."""
+    real = realistic_record(metadata, protocol, factor) or {}
+    ssim, base = _number(real, "ssim"), _number(real, "bspline_ssim")
+    return ssim is not None and base is not None and ssim < base
+
+
 def recorded_dice(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> float | None:
-    """Mean Dice the card records under ``protocol`` at ``factor``, else None."""
+    """Mean Dice the card records under ``protocol`` at ``factor`` (real-scan report first), else None."""
+    real = realistic_record(metadata, protocol, factor)
+    if real is not None:
+        return _number(real, "dice_mean")
     return _number(regression_check(metadata, protocol, factor), "dice_mean")
+
+
+def beats_segmentation_peer(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> tuple[bool, str]:
+    """Whether the card's real-scan record shows a mean Dice above ``atropos`` in the same run, and why."""
+    real = realistic_record(metadata, protocol, factor)
+    if real is None:
+        return False, "not measured on the real-scan report"
+    dice = _number(real, "dice_mean")
+    peer = _number(real, "atropos_on_self_dice")
+    where = "on self-SR"
+    if peer is None:
+        peer, where = _number(real, "atropos_on_bspline_dice"), "on B-spline"
+    if dice is None or peer is None:
+        return False, "its real-scan record lacks the Dice of it or of atropos"
+    verdict = dice > peer
+    return verdict, f"real-scan Dice {dice:.2f} vs atropos {where} {peer:.2f}"
 
 
 def quality_text(metadata: Mapping[str, Any] | None) -> str:
@@ -162,13 +211,20 @@ def choose_default(
     proto = request_protocol(wanted, protocol)
     image_task = any(t in ("sr", "interp") for t in wanted)
     no_worse_than_bspline = image_task and "seg" not in wanted
-    ranked, fitting = [], 0
+    ranked, fitting, vetoed = [], 0, []
     for order, package in enumerate(shipped_packages() if packages is None else packages):
         if not fits(package.tasks, (package.protocol,), package.scale.factors, wanted, proto, factor):
             continue
         fitting += 1
         gain = recorded_gain(package.metadata, proto, factor)
         dice = recorded_dice(package.metadata, proto, factor)
+        if "seg" in wanted:
+            better, why = beats_segmentation_peer(package.metadata, proto, factor)
+            if not better:
+                vetoed.append(f"{package.id}: {why}")
+                continue
+        if ssim_below_bspline(package.metadata, proto, factor) and image_task and "seg" not in wanted:
+            continue
         if require_gain and not (gain is not None and gain > 0):
             continue
         if no_worse_than_bspline and gain is not None and gain < 0:
@@ -178,6 +234,13 @@ def choose_default(
         key = (primary is not None, primary or 0.0, secondary is not None, secondary or 0.0, -order)
         ranked.append((key, package.id, gain, dice))
     request = describe_request(wanted, proto, factor)
+    if not ranked and "seg" in wanted and proto != "inplane":
+        why = f" ({'; '.join(vetoed)})" if vetoed else ""
+        return DefaultChoice(
+            SEGMENTATION_PEER,
+            f"no shipped package beats {SEGMENTATION_PEER} (B-spline + ANTs Atropos) for {request}{why}; "
+            f"using {SEGMENTATION_PEER}",
+        )
     if not ranked:
         if (require_gain or no_worse_than_bspline) and fitting:
             problem = f"no shipped package records a gain over B-spline for {request}"
@@ -209,6 +272,7 @@ def default_model(
 
 __all__ = [
     "DEFAULT_FALLBACK",
+    "SEGMENTATION_PEER",
     "PROTOCOLS",
     "PROTOCOL_TEXT",
     "TASKS",
@@ -219,10 +283,13 @@ __all__ = [
     "describe_request",
     "fits",
     "normalize_tasks",
+    "beats_segmentation_peer",
     "quality_text",
+    "realistic_record",
     "recorded_dice",
     "recorded_gain",
     "regression_check",
     "request_protocol",
     "shipped_packages",
+    "ssim_below_bspline",
 ]

@@ -75,23 +75,49 @@ def candidates(tasks, protocol: str, factor: int) -> list[str]:
     ]
 
 
+def real_record(model_id: str, protocol: str, factor: int) -> dict | None:
+    """The card's real-scan record (``metrics.realistic``) for this request, if any."""
+    record = shipped()[model_id].get("metrics", {}).get("realistic")
+    if record and record.get("protocol") == protocol and record.get("factor") == factor:
+        return record
+    return None
+
+
 def recorded(model_id: str, key: str, protocol: str, factor: int) -> float | None:
+    """A figure of the card: from its real-scan record where it has one, else its regression check."""
+    real = real_record(model_id, protocol, factor)
+    if real is not None:
+        return real.get(key)
     check = shipped()[model_id].get("metrics", {}).get("regression_check", {})
     return check.get(key) if check.get("protocol") == protocol and check.get("factor") == factor else None
+
+
+def beats_atropos(model_id: str, protocol: str, factor: int) -> bool:
+    real = real_record(model_id, protocol, factor) or {}
+    peer = real.get("atropos_on_self_dice", real.get("atropos_on_bspline_dice"))
+    return real.get("dice_mean") is not None and peer is not None and real["dice_mean"] > peer
 
 
 def expected_default(tasks, protocol: str, factor: int) -> str:
     """The documented rule, restated: best recorded PSNR gain (Dice for segmentation only), records
     before none, then folder order; an image-only request never gets a recorded loss against
-    B-spline; bspline when nothing fits."""
+    B-spline (nor a real-scan SSIM below B-spline's); segmentation only by a package whose real-scan
+    record beats atropos, else atropos; bspline when nothing fits an image-only request."""
     key = "psnr_gain_over_bspline_db" if {"sr", "interp"} & set(tasks) else "dice_mean"
     image_only = bool({"sr", "interp"} & set(tasks)) and "seg" not in tasks
     ranked = []
     for order, model_id in enumerate(candidates(tasks, protocol, factor)):
         value = recorded(model_id, key, protocol, factor)
+        real = real_record(model_id, protocol, factor) or {}
+        if "seg" in tasks and not beats_atropos(model_id, protocol, factor):
+            continue
         if image_only and value is not None and value < 0:
             continue
+        if image_only and real.get("ssim", 1.0) < real.get("bspline_ssim", 0.0):
+            continue
         ranked.append((value is not None, value or 0.0, -order, model_id))
+    if not ranked and "seg" in tasks and protocol != "inplane":
+        return "atropos"
     return max(ranked)[-1] if ranked else "bspline"
 
 
@@ -132,7 +158,9 @@ def test_default_is_the_best_fitting_shipped_package(logic, models, tasks, proto
     choice = logic.defaultChoice(tasks, protocol, factor)
     assert choice.model == expected == default_model(tasks, protocol, factor), choice.reason
     assert logic.defaultModel(tasks, protocol, factor) == expected and expected in models
-    if expected != "bspline":
+    if expected == "atropos":
+        assert "no shipped package beats atropos" in choice.reason
+    elif expected != "bspline":
         assert logic.modelFits(models[expected], tasks, protocol, factor)
         assert expected in choice.reason
     elif candidates(tasks, protocol, factor):  # fitting packages all record a loss against B-spline
@@ -142,13 +170,16 @@ def test_default_is_the_best_fitting_shipped_package(logic, models, tasks, proto
 
 
 def test_defaults_name_the_shipped_packages(logic):
-    """The issue's table: thick-slice SR (+ seg) -> SwinSR-UNETR, interpolation -> TASC, in-plane -> RDST-E."""
-    assert logic.defaultModel(("sr", "seg"), "sr", 4) == SWINSR
-    assert logic.defaultModel("sr", None, 4) == SWINSR  # protocol from the tasks: thick slices
-    assert logic.defaultModel(("seg",), "sr", 4) in candidates(("seg",), "sr", 4)
+    """Thick-slice SR -> SwinSR-UNETR, interpolation -> TASC unless it loses to B-spline, in-plane ->
+    RDST-E; segmentation -> a package only where the real-scan report shows it beating atropos."""
+    joint = SWINSR if beats_atropos(SWINSR, "sr", 4) else "atropos"
+    assert logic.defaultModel(("sr", "seg"), "sr", 4) == joint
+    assert logic.defaultModel("sr", None, 4) == expected_default(("sr",), "sr", 4)  # thick slices from the tasks
     assert SWINSR in candidates(("seg",), "sr", 4)
     for factor in (2, 4):
-        assert logic.defaultModel(("interp", "seg"), "interp", factor) == TASC
+        assert logic.defaultModel(("interp", "seg"), "interp", factor) == (
+            TASC if beats_atropos(TASC, "interp", factor) else "atropos"
+        )
         # interpolation alone: TASC unless its card records a loss against B-spline at this factor
         assert logic.defaultModel(("interp",), None, factor) == expected_default(("interp",), "interp", factor)
     inplane = logic.defaultModel(("sr",), "inplane", 4)
@@ -166,15 +197,27 @@ def test_defaults_name_the_shipped_packages(logic):
 def test_bspline_when_no_shipped_package_fits(logic, tasks, protocol, factor):
     assert not candidates(tasks, protocol or "interp", factor), "a shipped package now fits; pick another request"
     choice = logic.defaultChoice(tasks, protocol, factor)
-    assert choice.model == "bspline" and "no shipped package does" in choice.reason and "bspline" in choice.reason
+    if "seg" in tasks:  # the classical peer segments at any factor
+        assert choice.model == "atropos" and "no shipped package beats atropos" in choice.reason
+    else:
+        assert choice.model == "bspline" and "no shipped package does" in choice.reason and "bspline" in choice.reason
 
 
 def test_demo_uses_the_same_rule():
-    """SR by a package only with a positive recorded gain (else ``self``); segmentation by the best fit."""
+    """SR by a package only with a positive recorded gain that ``self`` does not beat on the real-scan
+    report (else ``self``); segmentation by the same rule as the module (atropos unless beaten)."""
     gains = {m: recorded(m, "psnr_gain_over_bspline_db", "sr", 4) for m in candidates(("sr",), "sr", 4)}
-    positive = {m: g for m, g in gains.items() if g is not None and g > 0}
+    positive = {
+        m: g
+        for m, g in gains.items()
+        if g is not None and g > 0
+        and (real_record(m, "sr", 4) or {}).get("ssim", 1.0) >= (real_record(m, "sr", 4) or {}).get("bspline_ssim", 0)
+    }
+    best = max(positive, key=positive.get) if positive else None
+    if best is not None and (real_record(best, "sr", 4) or {}).get("self_gain_over_bspline_db", -1e9) > positive[best]:
+        best = None
     plan = demo_plan()
-    assert plan.sr_model == (max(positive, key=positive.get) if positive else "self")
+    assert plan.sr_model == (best or "self")
     assert plan.seg_model == expected_default(("seg",), "sr", 4) == choose_default(("seg",), "sr", 4).model
     if not positive:
         assert "no built-in SR package" in plan.reason
@@ -238,11 +281,12 @@ def test_inplane_package_run_lands_on_the_refined_grid(scene, inplane_package):
 
 
 def test_selection_follows_the_request_until_the_user_picks(logic, models):
+    joint, interp = expected_default(("sr", "seg"), "sr", 4), expected_default(("interp", "seg"), "interp", 4)
     model, choice = logic.modelForRequest(models, "", True, ("sr", "seg"), "sr", 4)
-    assert model == SWINSR and choice is not None and choice.model == SWINSR
-    # Interpolation ticked: the preselected package follows.
+    assert model == joint and choice is not None and choice.model == joint
+    # Interpolation ticked: the preselection follows.
     model, choice = logic.modelForRequest(models, model, True, ("interp", "seg"), "interp", 4)
-    assert model == TASC and choice is not None
+    assert model == interp and choice is not None
     # The user picks bspline: the request adapts (no segmentation) and the pick stays while it fits.
     tasks, direction, scale = logic.requestForModel(models["bspline"], ("interp", "seg"), "through-plane", 4)
     assert (tasks, direction, scale) == (("interp",), "through-plane", 4)
@@ -250,7 +294,7 @@ def test_selection_follows_the_request_until_the_user_picks(logic, models):
     assert logic.modelForRequest(models, "bspline", False, ("sr",), "sr", 4) == ("bspline", None)
     # ... until the request needs what it cannot do: segmentation -> the default again.
     model, choice = logic.modelForRequest(models, "bspline", False, ("sr", "seg"), "sr", 4)
-    assert model == SWINSR and choice is not None
+    assert model == joint and choice is not None
 
 
 def test_picking_a_model_adapts_the_request_so_that_it_fits(logic, models):
@@ -316,7 +360,8 @@ def test_packages_are_listed_and_preselected_before_pytorch_is_installed():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     listed, defaults = result.stdout.strip().splitlines()[-2:]
-    assert set(shipped()) <= set(listed.split()) and defaults.split() == [SWINSR, TASC]
+    expected = [expected_default(("sr", "seg"), "sr", 4), expected_default(("interp", "seg"), "interp", 4)]
+    assert set(shipped()) <= set(listed.split()) and defaults.split() == expected
 
 
 # --------------------------------------------------------------------------- runs with the default model
@@ -374,7 +419,7 @@ def test_default_package_run_lands_on_the_input(scene, tasks, protocol):
     """Thick (or gapped) x4 slices of the sample crop, the preselected package, outputs on the HR grid."""
     logic = JointSRSegLogic(scene)
     model = logic.defaultModel(tasks, protocol, 4)
-    assert model == expected_default(tasks, protocol, 4) != "bspline"
+    assert model == expected_default(tasks, protocol, 4) != "bspline"  # a package, or atropos (B-spline + ANTs)
     hr = sample_crop()
     lr = simulate_thick_slices(hr, 4, 2) if protocol == "sr" else simulate_slice_gaps(hr, 4, 2)
     node = add_node(scene, lr, "T1")
