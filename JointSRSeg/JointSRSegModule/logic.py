@@ -3,6 +3,7 @@
 Needs only slicer-core (MRML), numpy and JointSRSegLib -- no Qt -- so it runs in Slicer's
 Python console, in a ``PythonSlicer`` script and in plain pytest on a real ``vtkMRMLScene``::
 
+    from JointSRSegModule.logic import JointSRSegLogic
     logic = JointSRSegLogic()
     nodes = logic.process(slicer.util.getNode("T2 axial"), model="bspline", tasks=("sr",), scale=4)
     nodes["sr"]  # vtkMRMLScalarVolumeNode "T2 axial SR ×4"
@@ -21,34 +22,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import slicer
 
+from JointSRSegLib.api import CancelToken, Prediction, predict
+from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, normalize_tasks, request_protocol
+from JointSRSegLib.errors import CancelledError, InputError
+from JointSRSegLib.report import package_versions
+from JointSRSegLib.volume import Volume
 
-def _make_library_importable() -> None:
-    """Helper modules sit next to this file; JointSRSegLib one level up (source tree and Slicer install)."""
-    here = Path(__file__).resolve().parent
-    if str(here) not in sys.path:
-        sys.path.insert(0, str(here))
-    for candidate in (here, here.parent, here.parent.parent):
-        if (candidate / "JointSRSegLib" / "__init__.py").is_file() and str(candidate) not in sys.path:
-            sys.path.insert(0, str(candidate))
-            return
+from . import checks, nodes
+from .worker_run import WorkerRun
 
-
-_make_library_importable()
-
-import JointSRSegChecks as checks  # noqa: E402
-import JointSRSegNodes as nodes  # noqa: E402
-
-from JointSRSegLib.api import CancelToken, Prediction, predict  # noqa: E402
-from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, normalize_tasks, request_protocol  # noqa: E402
-from JointSRSegLib.errors import CancelledError, InputError  # noqa: E402
-from JointSRSegLib.report import package_versions  # noqa: E402
-from JointSRSegLib.volume import Volume  # noqa: E402
+try:  # Slicer (and PythonSlicer): the real base class, so the parameter node is tagged "JointSRSeg"
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+except ImportError:  # slicer-core alone (tests, plain Python): the same contract, without Qt
+    from ._compat import ScriptedLoadableModuleLogic
 
 ProgressCallback = Callable[[float, str], None]
 STAGES = ("checking input", "preparing", "running", "importing results")
@@ -56,6 +48,8 @@ TASK_LABELS = {"sr": "super-resolution", "interp": "slice interpolation", "seg":
 DEFAULT_UNCERTAIN_THRESHOLD = 0.5
 # The panel's "SR direction" -> the request's protocol (None: thick slices, or gapped when interpolating).
 SR_DIRECTIONS = {"through-plane": None, "in-plane": "inplane"}
+# The panel's "Segment SR output with" choices (none, or a classical method: predict's ``seg_model``).
+SEG_MODELS = checks.SEG_MODELS
 
 
 @dataclass
@@ -77,6 +71,7 @@ class RunRequest:
     outputNodes: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     estimatedBytes: int = 0
+    segModel: str | None = None  # predict's seg_model: segments the model's SR output (None: the model's own)
 
     @property
     def inputNode(self) -> Any:
@@ -198,12 +193,32 @@ def output_name(input_name: str, key: str, scale: int) -> str:
     return names.get(key, f"{input_name} {key}")
 
 
-class JointSRSegLogic:
-    """Runs JointSRSegLib on volume nodes and turns the result into nodes; no GUI needed."""
+class JointSRSegLogic(ScriptedLoadableModuleLogic):
+    """Runs JointSRSegLib on volume nodes and turns the result into nodes; no GUI needed.
+
+    A ``ScriptedLoadableModuleLogic``: ``moduleName`` is "JointSRSeg", so :meth:`getParameterNode`
+    returns the scene's singleton parameter node tagged ``ModuleName = JointSRSeg``.
+    """
 
     def __init__(self, scene=None):
+        ScriptedLoadableModuleLogic.__init__(self)
         self._scene = scene
         self.predictFunction: Callable[..., Prediction] = predict
+
+    def getParameterNode(self):
+        """The module's singleton parameter node in :attr:`scene` (Slicer's rule, on this logic's scene)."""
+        scene = self.scene
+        node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(self.moduleName)
+            node.SetName(scene.GenerateUniqueName(self.moduleName))
+            node.SetAttribute("ModuleName", self.moduleName)
+            node = scene.AddNode(node)
+        elif node.GetAttribute("ModuleName") != self.moduleName:
+            node.SetAttribute("ModuleName", self.moduleName)
+        return node
 
     @property
     def scene(self):
@@ -305,6 +320,37 @@ class JointSRSegLogic:
         package = resolve_model(model)  # verifies the weights' sha256 before anything runs
         return checks.describe_package(package), str(package.path)
 
+    @staticmethod
+    def withSegmentationModel(model: checks.ModelDescription, segModel: str | None) -> checks.ModelDescription:
+        """``model`` as the run sees it when ``segModel`` (e.g. ``"atropos"``) segments its SR output:
+        it then does segmentation too, with GM/WM labels (and, for a classical SR, the posterior uncertainty)."""
+        if segModel in (None, "", checks.SEG_MODEL_NONE):
+            return model
+        if segModel not in checks.SEG_MODELS:
+            raise InputError(
+                None, f"unknown segmentation method {segModel!r}; choose from {', '.join(checks.SEG_MODELS)}"
+            )
+        if not {"sr", "interp"} & set(model.tasks):
+            raise InputError(model.id, f"does no super-resolution for {segModel} to segment; choose an SR model")
+        if "contour" == model.id:
+            raise InputError(model.id, f"interpolates label maps; {segModel} segments images")
+        tasks = tuple(t for t in ("sr", "interp", "seg") if t in model.tasks or t == "seg")
+        uncertainty = model.uncertainty or (checks.describe_baseline(segModel).uncertainty if model.is_baseline else ())
+        return replace(model, tasks=tasks, labels=list(checks.TISSUE_LABELS), uncertainty=uncertainty)
+
+    def modelsWithSegmentation(
+        self, models: Mapping[str, checks.ModelDescription], segModel: str | None
+    ) -> dict[str, checks.ModelDescription]:
+        """The selector's models as :meth:`withSegmentationModel` sees them (those it refuses unchanged),
+        so a model without segmentation fits a request with segmentation ticked when ``segModel`` segments."""
+        result = {}
+        for key, model in models.items():
+            try:
+                result[key] = self.withSegmentationModel(model, segModel)
+            except InputError:
+                result[key] = model
+        return result
+
     # ------------------------------------------------------------------ the three steps
 
     def prepare(
@@ -322,11 +368,14 @@ class JointSRSegLogic:
         outputNodes: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
         protocol: str | None = None,
+        segModel: str | None = None,
     ) -> RunRequest:
         """Main thread: check the request and copy the voxels; raises InputError with the fix.
 
         ``protocol`` (sr, interp, inplane; the panel's tasks and SR direction) makes a model made for
         another kind of input fail here with the fix; None runs the model on its own protocol.
+        ``segModel`` ("none" or "atropos", the panel's "Segment SR output with") segments the model's
+        SR output with that classical method (``predict``'s ``seg_model``) when segmentation is ticked.
         """
         notify = progress or (lambda fraction, stage: None)
         notify(0.0, "checking input")
@@ -336,6 +385,9 @@ class JointSRSegLogic:
             raise InputError(None, "select an input volume")
         description, reference = self.resolveModel(model)
         tasks = tuple(dict.fromkeys(t.strip().lower() for t in tasks if t.strip()))
+        if "seg" not in tasks or segModel in (None, "", checks.SEG_MODEL_NONE):
+            segModel = None
+        description = self.withSegmentationModel(description, segModel)
         notify(0.02, "preparing")
         volume = nodes.volume_from_nodes(inputs, [name for name, _ in description.inputs])
         modalities = [nodes.input_modality(self.scene, n) for n in inputs]
@@ -358,6 +410,7 @@ class JointSRSegLogic:
             outputNodes=dict(outputNodes or {}),
             warnings=result.warnings,
             estimatedBytes=result.estimated_bytes,
+            segModel=segModel,
         )
 
     def compute(
@@ -368,18 +421,26 @@ class JointSRSegLogic:
         options = {}
         if request.uncertainty and request.uncertaintyMethod not in ("", "auto"):
             options["uncertainty_method"] = request.uncertaintyMethod
+        if request.segModel:
+            options["seg_model"] = request.segModel
 
         def scaled(fraction: float, stage: str) -> None:
             notify(0.05 + 0.85 * float(fraction), "running" if stage in ("done", "checking input") else stage)
 
         notify(0.05, "running")
+        device = request.device
+        if device.startswith("cuda:"):  # in-process: make GPU N current, the library takes "cuda"
+            import torch
+
+            torch.cuda.set_device(int(device.split(":", 1)[1]))
+            device = "cuda"
         return self.predictFunction(
             request.volume,
             model=request.modelRef,
             tasks=request.tasks,
             scale=request.scale,
             axis=request.axis,
-            device=request.device,
+            device=device,
             uncertainty=request.uncertainty,
             progress=scaled,
             cancel=cancel,
@@ -407,6 +468,7 @@ class JointSRSegLogic:
                 "axis": int(request.axis),
                 "uncertainty": request.uncertainty,
                 "uncertaintyMethod": request.uncertaintyMethod,
+                "segModel": request.segModel or checks.SEG_MODEL_NONE,
             },
             "runTimeSeconds": report.get("timings_s", {}).get("total"),
             "packageVersions": report.get("versions") or package_versions(),
@@ -448,7 +510,13 @@ class JointSRSegLogic:
         return checks.describe_device(checks.resolve_device(device.lower(), model))
 
     def runInBackground(self, request: RunRequest) -> BackgroundRun:
+        """In-process thread (console scripts); the panel uses :meth:`runInWorker`."""
         return BackgroundRun(self, request).start()
+
+    def runInWorker(self, request: RunRequest, python: str | None = None, env: Mapping[str, str] | None = None):
+        """The run in a child process (``python -m JointSRSegLib.worker``): the GUI keeps its GIL, Cancel
+        kills the process tree at once, and a crash leaves Slicer and the scene as they were."""
+        return WorkerRun(self, request, python=python, env=dict(env or {})).start()
 
     # ------------------------------------------------------------------ nodes
 
@@ -481,9 +549,7 @@ class JointSRSegLogic:
             for index, key in enumerate(sorted(outputs, key=_output_order)):
                 token.raise_if_cancelled()
                 name = output_name(inputNode.GetName(), key, scale)
-                node = explicit.get(key) or nodes.find_output_node(
-                    scene, _class_of(key), name, key, inputNode
-                )
+                node = explicit.get(key) or nodes.find_output_node(scene, _class_of(key), name, key, inputNode)
                 result[key] = self._writeOutput(transaction, node, key, name, outputs[key], labels, result)
                 node = result[key]
                 node.SetAttribute(nodes.ROLE_ATTRIBUTE, key)
@@ -586,5 +652,6 @@ __all__ = [
     "JointSRSegLogic",
     "RunRequest",
     "SceneTransaction",
+    "WorkerRun",
     "output_name",
 ]

@@ -7,19 +7,28 @@ the model's ``model.json`` and the input geometry, and reported as one line the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from JointSRSegLib.baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, baseline_tasks
 from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
 from JointSRSegLib.volume import Volume
 
-BASELINES = ("bspline", "linear", "nearest", "lanczos", "contour")
+# The library's baselines (JointSRSegLib.baselines, the one list), B-spline first: the fallback model.
+BASELINES = ("bspline",) + tuple(name for name in BASELINE_NAMES if name != "bspline")
+# "Segment the SR output with" choices: none (the model's own segmentation, if any) or a classical method.
+SEG_MODEL_NONE = "none"
+SEG_MODELS = (SEG_MODEL_NONE,) + SEGMENTATION_BASELINES
+TISSUE_LABELS = [
+    {"value": 1, "name": "Grey matter", "color": [200, 120, 90]},
+    {"value": 2, "name": "White matter", "color": [240, 240, 200]},
+]
 SELF_SUPERVISED = "self"
 THROUGH_PLANE = ("sr", "interp")  # protocols of the classical interpolators and the self-supervised mode
 RESEARCH_USE = "Research use, not for diagnosis."
@@ -109,6 +118,7 @@ class ModelDescription:
 
 def describe_baseline(name: str) -> ModelDescription:
     label_only = name == "contour"
+    segments = name in SEGMENTATION_BASELINES
     return ModelDescription(
         id=name,
         name={
@@ -117,18 +127,29 @@ def describe_baseline(name: str) -> ModelDescription:
             "bspline": "B-spline interpolation",
             "lanczos": "Lanczos-3 interpolation",
             "contour": "Contour interpolation (label maps)",
-        }[name],
+            "atropos": "B-spline + ANTs Atropos (GM/WM)",
+        }.get(name, name),
         description={
             "nearest": "Nearest-neighbour interpolation (images or label maps).",
             "linear": "Linear interpolation.",
             "bspline": "Cubic B-spline interpolation: the classical reference every model must beat.",
             "lanczos": "Lanczos-3 windowed-sinc interpolation.",
             "contour": "Morphological contour interpolation of label maps (Albu et al. 2008).",
-        }[name],
-        tasks=("sr", "interp"),
+            "atropos": "Cubic B-spline SR, then 3-class ANTs Atropos (k-means + MRF) GM/WM segmentation inside "
+            "a brain mask found from the image; T1-like or T2-like contrast detected (not FLAIR). "
+            "Needs antspyx (pip install antspyx).",
+        }.get(name, f"{name} (classical baseline)."),
+        tasks=baseline_tasks(name),
         inputs=(("label map", "any"),) if label_only else (("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg)",
-        intended_use="Classical interpolation, the reference for the trained models. " + RESEARCH_USE,
+        intended_use=(
+            "Classical segmentation, the reference for the trained models. "
+            if segments
+            else "Classical interpolation, the reference for the trained models. "
+        )
+        + RESEARCH_USE,
+        labels=list(TISSUE_LABELS) if segments else [],
+        uncertainty=("seg_posterior",) if segments else (),  # 1 - max Atropos posterior
         is_baseline=True,
     )
 
@@ -315,18 +336,21 @@ def available_ram_bytes() -> int | None:
 
 
 def free_gpu_bytes() -> int | None:
-    if importlib.util.find_spec("torch") is None:
-        return None
-    import torch
+    """Free CUDA memory, asked only of a PyTorch this process has already imported.
 
-    if not torch.cuda.is_available():
+    The module never imports torch itself (opening the panel or pressing Apply must not start
+    PyTorch or create a CUDA context inside Slicer): the panel's runs happen in a worker process,
+    which checks its own device.  Console runs in-process import torch at their first model run.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
         return None
     free, _ = torch.cuda.mem_get_info()
     return int(free)
 
 
 def _check_memory(estimate: int, device: str, model: ModelDescription, available: int | None) -> None:
-    on_gpu = device in ("cuda", "gpu") or (device == "auto" and not model.is_baseline and free_gpu_bytes() is not None)
+    on_gpu = device.startswith("cuda") or device == "gpu" or (device == "auto" and not model.is_baseline and free_gpu_bytes() is not None)
     if on_gpu:
         free = available if available is not None else free_gpu_bytes()
         if free is not None and estimate > free:
@@ -346,23 +370,40 @@ def _check_memory(estimate: int, device: str, model: ModelDescription, available
         )
 
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:1", "cuda:2", "cuda:3", "mps")  # the panel's choices ("cuda" = GPU 0)
+
+
 def resolve_device(device: str, model: ModelDescription) -> str:
-    """The device a run will use: classical baselines always run on the CPU."""
+    """The device a run will use: classical baselines always run on the CPU; ``auto`` stays ``auto``
+    (the worker's PyTorch picks CUDA, then MPS, then the CPU) unless this process already has torch."""
+    device = (device or "auto").lower()
     if model.is_baseline or device == "cpu":
         return "cpu"
-    if device in ("cuda", "gpu"):
+    if device == "gpu" or device == "cuda:0":
         return "cuda"
-    return "cuda" if free_gpu_bytes() is not None else "cpu"
+    if device.startswith("cuda") or device == "mps":
+        return device
+    if "torch" in sys.modules:
+        return "cuda" if free_gpu_bytes() is not None else "cpu"
+    return "auto"
 
 
 def describe_device(device: str) -> str:
-    """The line under Apply: which device runs, e.g. "GPU: NVIDIA H100 (80 GiB)" or "CPU (16 cores)"."""
-    if device == "cuda" and importlib.util.find_spec("torch") is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            return f"GPU: {props.name} ({props.total_memory / GIB:.0f} GiB)"
-        return "GPU requested but CUDA is not available; install a CUDA build of PyTorch (PyTorch extension)"
+    """The device line, without importing torch: e.g. "CPU (8 threads)", "GPU 1 (CUDA)", "auto: ..."."""
+    device = (device or "auto").lower()
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index < torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(index)
+            return f"GPU {index}: {props.name} ({props.total_memory / GIB:.0f} GiB)"
+        return f"GPU {index} requested but PyTorch sees {torch.cuda.device_count()} GPU(s)"
+    if device.startswith("cuda"):
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        return f"GPU {index} (CUDA; checked when the run starts)"
+    if device == "mps":
+        return "Apple GPU (MPS; checked when the run starts)"
+    if device == "auto":
+        return "auto: the GPU when PyTorch sees one (CUDA, then Apple MPS), else the CPU"
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
     return f"CPU ({threads} threads)"
