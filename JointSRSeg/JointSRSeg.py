@@ -1,29 +1,31 @@
 """JointSRSeg: joint super-resolution, slice interpolation and segmentation in 3D Slicer.
 
 Module / Widget / Logic / Test as in Slicer's scripted-module template.  The widget only binds
-``Resources/UI/JointSRSeg.ui`` to the parameter node and drives a background run; everything
-testable lives in ``JointSRSegLogic`` (importable with slicer-core alone) and ``JointSRSegLib``.
+``Resources/UI/JointSRSeg.ui`` to the parameter node and drives a run in a worker process; everything
+testable lives in the ``JointSRSegModule`` package (importable with slicer-core alone, no Qt) and
+``JointSRSegLib``.  This is the only ``.py`` file at the top of the module folder: Slicer loads each
+of those as a module.  Opening the panel imports neither torch nor the model code.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from JointSRSegLogic import CancelledError, InputError, JointSRSegLogic  # noqa: F401  (re-exported)
+from JointSRSegModule.checks import DEVICES
+from JointSRSegModule.dependencies import DependencyInstaller
+from JointSRSegModule.logic import SEG_MODELS, CancelledError, InputError, JointSRSegLogic  # noqa: F401 (re-exported)
+from JointSRSegModule.sample_data import register_sample_data
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 MAX_INPUTS = 4
 POLL_MS = 100
 
@@ -58,6 +60,21 @@ See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">
         self.parent.acknowledgementText = """
 Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre).
 Inspired by the TotalSegmentator, MONAIAuto3DSeg and nnU-Net Slicer extensions."""
+        # Sample Data entries (the bundled MNI152 sample), once the application has started.
+        slicer.app.connect("startupCompleted()", lambda: _registerSampleData(self.parent))
+
+
+def _registerSampleData(parent) -> None:
+    try:
+        register_sample_data(_iconPath())
+    except Exception as error:  # the SampleData module may be disabled: the module still works
+        print(f"JointSRSeg: sample data not registered: {error}")
+
+
+def _iconPath() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "Resources", "Icons", "JointSRSeg.png")
 
 
 @parameterNodeWrapper
@@ -72,13 +89,16 @@ class JointSRSegParameterNode:
     # the list of models is only known at run time, and a bound QComboBox needs a fixed Choice.
     # "" = preselect the default for the request (JointSRSegLogic.defaultModel).
     modelId: str = ""
+    # "Segment the SR output with": none (the model's own segmentation) or atropos (predict's seg_model).
+    segModel: Annotated[str, Choice(list(SEG_MODELS))] = "none"
     taskSR: bool = True
     taskInterp: bool = False
     taskSeg: bool = False
     scale: Annotated[int, WithinRange(2, 8)] = 4
     srDirection: Annotated[str, Choice(["through-plane", "in-plane"])] = "through-plane"
     axis: Annotated[str, Choice(["auto", "I", "J", "K"])] = "auto"
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    # cuda = GPU 0; cuda:N = GPU N; mps = Apple GPU (the worker sets CUDA_VISIBLE_DEVICES for cuda:N).
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     uncertainty: bool = False
     uncertaintyMethod: Annotated[
         str, Choice(["auto", "aleatoric", "sample_variance", "entropy", "mutual_information"])
@@ -104,7 +124,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._models: dict = {}
         self._modelIsDefault = True  # the selection follows the request until the user picks a model
         self._choice = None  # why the default was preselected (JointSRSegLib.defaults.DefaultChoice)
-        self._request = None  # (tasks, protocol, scale) the selection was made for
+        self._request = None  # ((tasks, protocol, scale), segModel) the selection was made for
         self._syncing = False
         self._run = None
         self._timer = qt.QTimer()
@@ -152,7 +172,8 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(JointSRSegParameterNode(ScriptedLoadableModuleLogic().getParameterNode()))
+        # The logic is a ScriptedLoadableModuleLogic: its node is the singleton tagged ModuleName=JointSRSeg.
+        self.setParameterNode(JointSRSegParameterNode(self.logic.getParameterNode()))
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if first:
@@ -201,11 +222,12 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncing = True
         try:
             request = self._currentRequest()
-            if request != self._request or p.modelId not in self._models:
-                self._request = request
+            if (request, p.segModel) != self._request or p.modelId not in self._models:
+                self._request = (request, p.segModel)
                 tasks, protocol, scale = request
+                models = self.logic.modelsWithSegmentation(self._models, p.segModel)
                 model, self._choice = self.logic.modelForRequest(
-                    self._models, p.modelId, self._modelIsDefault, tasks, protocol, scale
+                    models, p.modelId, self._modelIsDefault, tasks, protocol, scale
                 )
                 self._modelIsDefault = self._choice is not None
                 if model != p.modelId:
@@ -220,7 +242,10 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p, model = self._parameterNode, self._models.get(self.ui.modelSelector.itemData(index))
         if p is None or model is None or self._syncing:
             return
-        tasks, direction, scale = self.logic.requestForModel(model, self._currentRequest()[0], p.srDirection, p.scale)
+        effective = self.logic.modelsWithSegmentation({model.id: model}, p.segModel)[model.id]
+        tasks, direction, scale = self.logic.requestForModel(
+            effective, self._currentRequest()[0], p.srDirection, p.scale
+        )
         self._syncing = True
         try:
             with slicer.util.NodeModify(p.parameterNode):
@@ -228,7 +253,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.taskSR, p.taskInterp, p.taskSeg = ("sr" in tasks), ("interp" in tasks), ("seg" in tasks)
                 p.srDirection, p.scale = direction, scale
             self._modelIsDefault, self._choice = False, None
-            self._request = self._currentRequest()
+            self._request = (self._currentRequest(), p.segModel)
             self._showModel(model.id)
         finally:
             self._syncing = False
@@ -248,10 +273,18 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.uncertaintyCheckBox.enabled = bool(model.uncertainty)
         if not model.uncertainty:
             self.ui.uncertaintyCheckBox.checked = False
-        selectors = [self.ui.inputVolumeSelector, self.ui.inputVolume2Selector,
-                     self.ui.inputVolume3Selector, self.ui.inputVolume4Selector]
-        labels = [self.ui.inputVolumeLabel, self.ui.inputVolume2Label,
-                  self.ui.inputVolume3Label, self.ui.inputVolume4Label]
+        selectors = [
+            self.ui.inputVolumeSelector,
+            self.ui.inputVolume2Selector,
+            self.ui.inputVolume3Selector,
+            self.ui.inputVolume4Selector,
+        ]
+        labels = [
+            self.ui.inputVolumeLabel,
+            self.ui.inputVolume2Label,
+            self.ui.inputVolume3Label,
+            self.ui.inputVolume4Label,
+        ]
         for index, (volumeSelector, label) in enumerate(zip(selectors, labels)):
             needed = index < max(1, len(model.inputs))
             volumeSelector.visible = label.visible = needed
@@ -274,70 +307,84 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ dependencies
 
-    def ensureDependencies(self, model) -> bool:
-        """Trained models need PyTorch (via the PyTorch extension) and requirements.txt; ask first."""
-        if model.is_baseline:
-            return True
+    def ensureDependencies(self, model, segModel: str | None = None) -> bool:
+        """What the model (and the "segment with" method) needs: PyTorch through the PyTorch extension,
+        requirements.txt, the contour/atropos extras; asks first, shows every failure with its reason."""
+        installer = DependencyInstaller(
+            slicer,
+            confirm=lambda text, title: slicer.util.confirmOkCancelDisplay(text, title),
+            error=lambda text: slicer.util.errorDisplay(text, windowTitle="JointSRSeg: installation failed"),
+            busy=_busy,
+        )
         try:
-            import torch  # noqa: F401
-        except ImportError:
-            if not slicer.util.confirmOkCancelDisplay(
-                "Trained models need PyTorch (about 1-3 GB). Install it now with the PyTorch extension?",
-                "JointSRSeg: install PyTorch",
-            ):
-                return False
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay("Install the 'PyTorch' extension from the Extensions Manager, then retry.")
-                return False
-            with _busy():
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                    slicer.util.errorDisplay("PyTorch could not be installed; see the Python console for details.")
-                    return False
-        requirements = slicer.packaging.load_requirements(str(REQUIREMENTS))
-        if not slicer.packaging.pip_check(requirements):
-            slicer.packaging.pip_ensure(requirements, requester="JointSRSeg")  # asks, installs, offers restart
-        return bool(slicer.packaging.pip_check(requirements))
+            return installer.ensure(model, segModel)
+        except Exception as error:  # never an exception outside a dialog
+            slicer.util.errorDisplay(f"Checking the Python packages failed: {type(error).__name__}: {error}")
+            return False
 
     # ------------------------------------------------------------------ running
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
         model = self._models.get(p.modelId)
-        if model is None or not self.ensureDependencies(model):
+        if model is None or not self.ensureDependencies(model, p.segModel if p.taskSeg else None):
             return
         tasks = [t for t, on in (("sr", p.taskSR), ("interp", p.taskInterp), ("seg", p.taskSeg)) if on]
-        outputs = {k: n for k, n in (("sr", p.outputSR), ("interp", p.outputInterp),
-                                     ("seg", p.outputSegmentation), ("uncertainty_sr", p.outputUncertainty)) if n}
+        outputs = {
+            k: n
+            for k, n in (
+                ("sr", p.outputSR),
+                ("interp", p.outputInterp),
+                ("seg", p.outputSegmentation),
+                ("uncertainty_sr", p.outputUncertainty),
+            )
+            if n
+        }
         self._showProgress(0.0, "checking input")
         try:
             request = self.logic.prepare(
                 [p.inputVolume, p.inputVolume2, p.inputVolume3, p.inputVolume4][: max(1, len(model.inputs))],
-                model=p.modelId, tasks=tasks, scale=p.scale,
-                axis="auto" if p.axis == "auto" else "IJK".index(p.axis), device=p.device,
-                uncertainty=p.uncertainty, uncertaintyMethod=p.uncertaintyMethod, opacity=p.overlayOpacity,
+                model=p.modelId,
+                tasks=tasks,
+                scale=p.scale,
+                axis="auto" if p.axis == "auto" else "IJK".index(p.axis),
+                device=p.device,
+                uncertainty=p.uncertainty,
+                uncertaintyMethod=p.uncertaintyMethod,
+                opacity=p.overlayOpacity,
                 uncertainThreshold=p.uncertainThreshold if p.markUncertainVoxels else None,
-                outputNodes=outputs, progress=self._showProgress, protocol=self._currentRequest()[1],
+                outputNodes=outputs,
+                progress=self._showProgress,
+                protocol=self._currentRequest()[1],
+                segModel=p.segModel,
             )
         except InputError as error:
             self._finish(f"Cannot run: {error}", error=True)
             return
         self.ui.warningsLabel.text = "\n".join(request.warnings)
         self.ui.deviceLabel.text = "Device: " + self.logic.describeDevice(request.device, request.model)
-        self._run = self.logic.runInBackground(request)
+        try:
+            self._run = self.logic.runInWorker(request)  # a child process: Cancel kills it at once
+        except Exception as error:
+            self._finish(f"Could not start the worker process: {type(error).__name__}: {error}", error=True)
+            return
         self.ui.cancelButton.enabled = True
         self._checkCanApply()
         self._timer.start()
 
     def onCancelButton(self) -> None:
         if self._run is not None:
-            self._run.cancel()
+            self._run.cancel()  # kills the worker's process tree; _poll then reports "Cancelled"
             self.ui.statusLabel.text = "Cancelling..."
 
     def _poll(self) -> None:
         run = self._run
+        if run is None:
+            self._timer.stop()
+            return
         self._showProgress(run.fraction, run.stage)
+        if getattr(run, "device", None):
+            self.ui.deviceLabel.text = "Device: " + run.device
         if not run.done:
             return
         self._timer.stop()
@@ -391,38 +438,44 @@ class _busy:
 
 
 class JointSRSegTest(ScriptedLoadableModuleTest):
-    """Self-test (Reload and Test): a synthetic anisotropic volume through the logic, geometry checked."""
+    """Self-test (Reload and Test): synthetic anisotropic volumes through the logic, geometry checked;
+    B-spline in-process, and a shipped package in the worker process the panel uses."""
 
-    MODEL_ID = "bspline"  # becomes the tiny built-in package once one ships in Resources/Models
+    MODEL_ID = "bspline"
+    # The shipped package the panel preselects for thick-slice SR + segmentation x4.
+    PACKAGE_TASKS = ("sr", "seg")
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        self.setUp()
-        self.test_super_resolution_geometry()
-        self.setUp()
-        self.test_bad_input_message()
-        self.setUp()
-        self.test_default_model_card()
+        for test in (
+            self.test_super_resolution_geometry,
+            self.test_bad_input_message,
+            self.test_default_model_card,
+            self.test_parameter_node_tag,
+            self.test_shipped_package_in_worker,
+        ):
+            self.setUp()
+            test()
 
-    def _thick_volume(self):
-        import JointSRSegNodes
+    def _thick_volume(self, size=(20, 24, 8), spacing=(1.0, 0.9, 4.0)):
         import numpy as np
+        from JointSRSegModule import nodes
 
         from JointSRSegLib.volume import Volume
 
-        k, j, i = np.meshgrid(np.arange(8), np.arange(24), np.arange(20), indexing="ij")
-        array = (100 * np.sin(i / 3.0) * np.cos(j / 4.0) + 10 * k).astype(np.float32).transpose(2, 1, 0)
+        i, j, k = np.meshgrid(*(np.arange(n) for n in size), indexing="ij")
+        array = (100 * np.sin(i / 3.0) * np.cos(j / 4.0) + 10 * k + 200).astype(np.float32)
         direction = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-        volume = Volume(array, (1.0, 0.9, 4.0), (12.0, -30.0, 40.0), direction, source="thick")
-        node = JointSRSegNodes.new_scalar_volume_node(volume, "thick")
+        volume = Volume(array, spacing, (12.0, -30.0, 40.0), direction, source="thick")
+        node = nodes.new_scalar_volume_node(volume, "thick")
         slicer.mrmlScene.AddNode(node)
         node.CreateDefaultDisplayNodes()
         return node, volume
 
     def test_super_resolution_geometry(self) -> None:
-        import JointSRSegNodes
+        from JointSRSegModule import nodes
 
         from JointSRSegLib.geometry import subdivide_grid
 
@@ -431,7 +484,7 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
         outputs = JointSRSegLogic().process(node, model=self.MODEL_ID, tasks=("sr",), scale=4)
         sr = outputs["sr"]
         self.assertEqual(sr.GetName(), "thick SR ×4")
-        self.assertTrue(JointSRSegNodes.node_grid(sr).almost_equal(subdivide_grid(volume.grid, 4, 2)))
+        self.assertTrue(nodes.node_grid(sr).almost_equal(subdivide_grid(volume.grid, 4, 2)))
         self.assertEqual(sr.GetAttribute("JointSRSeg.model"), self.MODEL_ID)
         self.assertEqual(slicer.util.arrayFromVolume(sr).shape, (32, 24, 20))
         self.delayDisplay("Test passed")
@@ -454,4 +507,33 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
             self.assertIn(model, models)
             self.assertIn("not for diagnosis", models[model].card_text())
         self.assertEqual(logic.defaultModel(("sr",), "sr", 7), "bspline")  # no shipped package does x7
+        self.delayDisplay("Test passed")
+
+    def test_parameter_node_tag(self) -> None:
+        node = JointSRSegLogic().getParameterNode()
+        self.assertEqual(node.GetAttribute("ModuleName"), "JointSRSeg")
+        self.assertIs(JointSRSegLogic().getParameterNode(), node)
+
+    def test_shipped_package_in_worker(self) -> None:
+        """The panel's path: a shipped package in the worker process on a small input, imported back."""
+        import importlib.util
+
+        from JointSRSegModule import nodes
+
+        from JointSRSegLib.geometry import subdivide_grid
+
+        logic = JointSRSegLogic()
+        package = logic.defaultModel(self.PACKAGE_TASKS, "sr", 4)
+        if package == self.MODEL_ID or importlib.util.find_spec("torch") is None:
+            self.delayDisplay("Skipped the shipped-package test: PyTorch is not installed (press Apply once)")
+            return
+        self.delayDisplay(f"{package} in the worker process")
+        node, volume = self._thick_volume(size=(32, 32, 8))
+        request = logic.prepare(node, model=package, tasks=self.PACKAGE_TASKS, scale=4, device="cpu")
+        run = logic.runInWorker(request)
+        self.assertTrue(run.wait(600), "the worker did not finish within 10 minutes")
+        outputs = run.finish()
+        self.assertTrue(nodes.node_grid(outputs["sr"]).almost_equal(subdivide_grid(volume.grid, 4, 2)))
+        self.assertGreater(outputs["seg"].GetSegmentation().GetNumberOfSegments(), 0)
+        self.assertEqual(outputs["sr"].GetAttribute("JointSRSeg.model"), package)
         self.delayDisplay("Test passed")

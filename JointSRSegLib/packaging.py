@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .baselines import BASELINE_NAMES
+from .baselines import BASELINE_NAMES, baseline_tasks
 from .errors import InputError
 from .geometry import MAX_FACTOR, MIN_FACTOR
 from .package_files import (
@@ -197,11 +197,13 @@ def _read_member(path: Path, prefix: str, name: str) -> bytes:
 # --------------------------------------------------------------------------- loading
 
 
-def load_package(path: str | Path, verify_weights: bool = True) -> ModelPackage:
+def load_package(path: str | Path, verify_weights: bool = True, check_architecture: bool = True) -> ModelPackage:
     """Open and verify a package folder, ``.zip`` or ``model.json`` path.
 
     Checks the schema (required fields, types, known tasks/architecture/preset) and, unless
-    ``verify_weights`` is False (quick listings), the weights' sha256.  Raises InputError.
+    ``verify_weights`` is False (quick listings), the weights' sha256.  ``check_architecture=False``
+    skips the architecture registry (it imports torch): the Slicer panel lists packages without
+    starting PyTorch; the architecture is checked when the model is built.  Raises InputError.
     """
     path = Path(path).expanduser()
     if path.name == METADATA_FILE and path.is_file():
@@ -223,7 +225,8 @@ def load_package(path: str | Path, verify_weights: bool = True) -> ModelPackage:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(source, f"not valid JSON ({error})") from None
-    package = ModelPackage(path, validate_metadata(meta, source, _known_architectures()), prefix)
+    architectures = _known_architectures() if check_architecture else None
+    package = ModelPackage(path, validate_metadata(meta, source, architectures), prefix)
     if verify_weights:
         package.read_weights()
     return package
@@ -442,6 +445,7 @@ _BASELINE_DESCRIPTIONS = {
     "bspline": "Cubic B-spline interpolation",
     "lanczos": "Lanczos-3 windowed-sinc interpolation",
     "contour": "Morphological contour interpolation of label maps (Albu et al. 2008)",
+    "atropos": "B-spline SR + ANTs Atropos GM/WM segmentation (extra 'atropos'); --seg-model atropos for any model",
 }
 
 
@@ -449,7 +453,7 @@ def _baseline_info(name: str) -> ModelInfo:
     inputs = ("label map",) if name == "contour" else ("image or label map",) if name == "nearest" else ("image",)
     return ModelInfo(
         id=name,
-        tasks=("sr", "interp"),
+        tasks=baseline_tasks(name),
         inputs=inputs,
         scale=f"through-plane factor x{MIN_FACTOR}-x{MAX_FACTOR}",
         source="baseline",
@@ -474,7 +478,7 @@ def _info(package: ModelPackage, source: str) -> ModelInfo:
     )
 
 
-def _scan(folder: Path) -> Iterator[ModelPackage]:
+def _scan(folder: Path, check_architecture: bool = True) -> Iterator[ModelPackage]:
     """Packages in ``folder`` (sub-folders with model.json, and .zip files); broken ones are logged."""
     if not folder.is_dir():
         return
@@ -483,7 +487,7 @@ def _scan(folder: Path) -> Iterator[ModelPackage]:
             continue
         if (child.is_dir() and (child / METADATA_FILE).is_file()) or child.suffix.lower() == ".zip":
             try:
-                yield load_package(child, verify_weights=False)
+                yield load_package(child, verify_weights=False, check_architecture=check_architecture)
             except InputError as error:
                 _log.warning("skipping model package: %s", error)
 
@@ -492,10 +496,11 @@ def _search_dirs() -> list[tuple[Path, str]]:
     return [(user_models_dir(), "user"), (BUILTIN_MODELS_DIR, "builtin")]
 
 
-def available_models() -> list[ModelInfo]:
-    """Built-in packages, then the user's, then the classical baselines."""
-    found = [_info(p, "builtin") for p in _scan(BUILTIN_MODELS_DIR)]
-    found += [_info(p, "user") for p in _scan(user_models_dir())]
+def available_models(check_architectures: bool = True) -> list[ModelInfo]:
+    """Built-in packages, then the user's, then the classical baselines (``check_architectures``: see
+    :func:`load_package`)."""
+    found = [_info(p, "builtin") for p in _scan(BUILTIN_MODELS_DIR, check_architectures)]
+    found += [_info(p, "user") for p in _scan(user_models_dir(), check_architectures)]
     return found + [_baseline_info(name) for name in BASELINE_NAMES]
 
 
@@ -545,4 +550,3 @@ __all__ = [
     "sha256_bytes",
     "user_models_dir",
 ]
-

@@ -1,6 +1,6 @@
 """The grid of a Slicer volume node read straight from its IJK-to-RAS matrix, for the Slicer tests.
 
-Why independent of the module's own converter (``JointSRSegNodes``): the tests check that converter.
+Why independent of the module's own converter (``JointSRSegModule.nodes``): the tests check that converter.
 """
 
 from __future__ import annotations

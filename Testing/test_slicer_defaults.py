@@ -26,11 +26,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
-import JointSRSegChecks as checks  # noqa: E402
-import JointSRSegNodes as nodes  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from JointSRSegLogic import InputError, JointSRSegLogic  # noqa: E402
+from JointSRSegModule import checks, nodes  # noqa: E402
+from JointSRSegModule.logic import InputError, JointSRSegLogic  # noqa: E402
 from slicer_grid import grid_from_slicer  # noqa: E402
 
 from JointSRSegLib.defaults import choose_default, default_model  # noqa: E402
@@ -353,7 +352,7 @@ def test_packages_are_listed_and_preselected_before_pytorch_is_installed():
     code = (
         "import sys; sys.modules['torch'] = None; "
         f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'JointSRSeg')!r}]; "
-        "from JointSRSegLogic import JointSRSegLogic; logic = JointSRSegLogic(); "
+        "from JointSRSegModule.logic import JointSRSegLogic; logic = JointSRSegLogic(); "
         "print(' '.join(m.id for m in logic.availableModels())); "
         "print(logic.defaultModel(('sr', 'seg'), 'sr', 4), logic.defaultModel(('interp', 'seg'), None, 4))"
     )

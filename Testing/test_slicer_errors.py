@@ -11,10 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
-import JointSRSegChecks as checks  # noqa: E402
-import JointSRSegNodes as nodes  # noqa: E402
 import slicer  # noqa: E402
-from JointSRSegLogic import CancelledError, CancelToken, InputError, JointSRSegLogic, SceneTransaction  # noqa: E402
+from JointSRSegModule import checks, nodes  # noqa: E402
+from JointSRSegModule.logic import CancelledError, CancelToken, InputError, JointSRSegLogic, SceneTransaction  # noqa: E402
 
 from JointSRSegLib.volume import Volume  # noqa: E402
 

@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
-import JointSRSegNodes as nodes  # noqa: E402
 import slicer  # noqa: E402
-from JointSRSegLogic import JointSRSegLogic  # noqa: E402
+from JointSRSegModule import nodes  # noqa: E402
+from JointSRSegModule.logic import JointSRSegLogic  # noqa: E402
 from slicer_grid import grid_from_slicer  # noqa: E402
 
 from JointSRSegLib.geometry import insert_grid, subdivide_grid  # noqa: E402

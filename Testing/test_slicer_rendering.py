@@ -27,8 +27,8 @@ HIGH = 0.9
 def rendered(tmp_path_factory):
     app = screenshots.new_application()
     view = screenshots.new_slice_view(app, "Axial", (240, 240))
-    import JointSRSegNodes as nodes
-    from JointSRSegLogic import JointSRSegLogic
+    from JointSRSegModule import nodes
+    from JointSRSegModule.logic import JointSRSegLogic
 
     from JointSRSegLib.volume import Volume
 
@@ -70,7 +70,7 @@ def test_background_plain_where_uncertainty_is_zero(rendered):
 def test_overlay_colour_where_uncertainty_is_high(rendered):
     pixels, _, _ = rendered
     height, width, _ = pixels.shape
-    import JointSRSegNodes as nodes
+    from JointSRSegModule import nodes
 
     square_right = pixels[height // 2 - 20 : height // 2 + 20, width // 2 + 20 : width // 2 + 60].reshape(-1, 3)
     expected = OPACITY * np.array(nodes.inferno_rgb(HIGH)) * 255 + (1 - OPACITY) * 255

@@ -104,7 +104,7 @@ TISSUE_LABELS = [
 
 def _thick(app, path: Path, factor: int):
     """A 1 mm sample volume as a 4 mm thick-slice acquisition (slice profile of the sr protocol)."""
-    import JointSRSegNodes as nodes
+    from JointSRSegModule import nodes
 
     from JointSRSegLib.degradation import simulate_thick_slices
     from JointSRSegLib.io import read_volume
@@ -121,8 +121,8 @@ def make_screenshots(out_dir: Path, size: tuple[int, int] = (480, 480), factor: 
     """SR with the uncertainty overlay, and the segmentation node on the SR grid."""
     app = new_application()
     view = new_slice_view(app, "Axial", size)
-    import JointSRSegNodes as nodes
-    from JointSRSegLogic import JointSRSegLogic
+    from JointSRSegModule import nodes
+    from JointSRSegModule.logic import JointSRSegLogic
 
     from JointSRSegLib.api import predict
     from JointSRSegLib.uncertainty import sample_variance_map

@@ -350,7 +350,8 @@ def free_gpu_bytes() -> int | None:
 
 
 def _check_memory(estimate: int, device: str, model: ModelDescription, available: int | None) -> None:
-    on_gpu = device.startswith("cuda") or device == "gpu" or (device == "auto" and not model.is_baseline and free_gpu_bytes() is not None)
+    auto_gpu = device == "auto" and not model.is_baseline and free_gpu_bytes() is not None
+    on_gpu = device.startswith("cuda") or device == "gpu" or auto_gpu
     if on_gpu:
         free = available if available is not None else free_gpu_bytes()
         if free is not None and estimate > free:

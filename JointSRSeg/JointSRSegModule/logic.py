@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -239,9 +238,10 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         except ImportError:  # a dependency missing: only the baselines can run until it is installed
             registry = None
         if registry is not None:
-            for info in registry():
+            for info in registry(check_architectures=False):  # model.json only: no torch in Slicer's process
                 if info.source != "baseline" and info.path is not None:
-                    found[info.id] = checks.describe_package(load_package(info.path, verify_weights=False), info.source)
+                    package = load_package(info.path, verify_weights=False, check_architecture=False)
+                    found[info.id] = checks.describe_package(package, info.source)
         baselines = [checks.describe_baseline(name) for name in checks.BASELINES]
         return list(found.values()) + [checks.describe_self_supervised()] + baselines
 
