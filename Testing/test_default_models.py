@@ -56,13 +56,24 @@ def test_beats_bspline_on_sample_crop(model_id):
 
 
 def test_demo_segments_with_a_shipped_package_and_picks_sr_by_measured_gain():
-    """The demo segments with a shipped package; SR goes to the shipped sr-protocol package with the
-    largest recorded gain over B-spline at x4 if that gain is positive, else to the self-supervised mode."""
+    """The demo segments with a shipped package only where its real-scan record beats atropos, else
+    with atropos; SR goes to the shipped sr-protocol package with the largest recorded gain over
+    B-spline at x4 if that gain is positive, else to the self-supervised mode (packages without a
+    real-scan record; ``test_slicer_defaults.test_demo_uses_the_same_rule`` covers those with one)."""
     plan = demo_plan()
-    assert plan.seg_model in {p.name for p in MODELS.iterdir() if (p / "model.json").is_file()}
+    beating = []
+    for folder in MODELS.iterdir():
+        real = (json.loads((folder / "model.json").read_text()) if (folder / "model.json").is_file() else {}).get(
+            "metrics", {}).get("realistic", {})  # fmt: skip
+        peer = real.get("atropos_on_self_dice", real.get("atropos_on_bspline_dice"))
+        if real.get("factor") == 4 and peer is not None and real.get("dice_mean", 0) > peer:
+            beating.append(folder.name)
+    assert plan.seg_model in beating if beating else plan.seg_model == "atropos"
     gains = {}
     for folder in MODELS.iterdir():
         meta = json.loads((folder / "model.json").read_text()) if (folder / "model.json").is_file() else {}
+        if meta.get("metrics", {}).get("realistic"):
+            return
         check = meta.get("metrics", {}).get("regression_check", {})
         if "sr" in meta.get("tasks", []) and meta.get("protocol") == "sr" and check.get("factor") == 4:
             gains[folder.name] = check["psnr_gain_over_bspline_db"]
