@@ -212,7 +212,12 @@ class WorkerRun:
             if kind == "CancelledError":
                 raise CancelledError(message)
             raise RuntimeError(f"{kind}: {message}")
-        how = f"signal {signal.Signals(-code).name}" if code < 0 and os.name != "nt" else f"exit code {code}"
+        how = f"exit code {code}"
+        if code is not None and code < 0 and os.name != "nt":
+            try:
+                how = f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"signal {-code}"
         tail = self.stderrTail()
         raise WorkerCrashed(
             f"the worker process stopped ({how}) before finishing; the scene is unchanged"
