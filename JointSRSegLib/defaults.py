@@ -183,10 +183,11 @@ def describe_request(tasks: str | Sequence[str], protocol: str | None, factor: i
 
 
 def shipped_packages() -> list[Any]:
-    """The built-in packages (``Resources/Models``), model.json checked, weights not read."""
+    """The built-in packages (``Resources/Models``), model.json checked, weights not read, architecture
+    registry not imported (no torch: the Slicer panel preselects a model before PyTorch starts)."""
     from .packaging import BUILTIN_MODELS_DIR, _scan  # the folder scan that also feeds available_models
 
-    return list(_scan(BUILTIN_MODELS_DIR))
+    return list(_scan(BUILTIN_MODELS_DIR, check_architecture=False))
 
 
 def choose_default(
