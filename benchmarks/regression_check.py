@@ -123,9 +123,14 @@ def _measure_segmentation(package, protocol, factor, start, size, hr: Volume, ti
 
 def write_check(package: Path, check: dict) -> None:
     """Store ``check`` in the package's model.json atomically (temp file + rename)."""
+    write_check_key(package, "regression_check", check)
+
+
+def write_check_key(package: Path, key: str, record: dict) -> None:
+    """Store ``record`` as ``metrics[key]`` in the package's model.json atomically (temp file + rename)."""
     path = package / "model.json"
     meta = json.loads(path.read_text())
-    meta.setdefault("metrics", {})["regression_check"] = check
+    meta.setdefault("metrics", {})[key] = record
     fd, tmp = tempfile.mkstemp(dir=package, prefix=".model.json.")
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(meta, indent=2) + "\n")
