@@ -95,6 +95,7 @@ def predict(
     ``seg_model="atropos"`` segments the SR/interp output of ``model`` with ANTs Atropos
     (:mod:`JointSRSegLib.atropos`); ``model="atropos"`` is ``model="bspline", seg_model="atropos"``.
     ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
+    Atropos options: ``n4`` (bias correction first), ``atropos_iterations`` (EM iterations, default 5).
     """
     started = time.perf_counter()
     timer = StageTimer()
@@ -177,7 +178,7 @@ def _run_with_atropos(
 ) -> tuple[dict[str, Volume], dict]:
     """``model`` does SR/interp (B-spline for ``model="atropos"``), Atropos segments its output on the
     same grid; ``tasks=("seg",)`` alone segments the sr protocol grid (``factor=1``: the input grid)."""
-    from .atropos import import_ants, segment_tissues
+    from .atropos import DEFAULT_ITERATIONS, import_ants, segment_tissues
 
     import_ants()  # a missing antspyx is reported before any SR work
     image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())
@@ -199,7 +200,11 @@ def _run_with_atropos(
         with timer.stage("segmenting (atropos)"):
             notify(0.8, "segmenting (atropos)")
             result = segment_tissues(
-                source, n4=bool(options.get("n4", False)), threads=options.get("threads"), uncertainty=uncertainty
+                source,
+                n4=bool(options.get("n4", False)),
+                iterations=int(options.get("atropos_iterations", DEFAULT_ITERATIONS)),
+                threads=options.get("threads"),
+                uncertainty=uncertainty,
             )
         outputs["seg"] = Volume.from_grid(result.labels[None], source.grid, source=volume.source)
         if result.uncertainty is not None:
