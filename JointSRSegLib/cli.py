@@ -177,12 +177,9 @@ def _cmd_info(path: Path) -> int:
 
 
 def _cmd_models() -> int:
-    from dataclasses import replace
-
-    from .baselines import baseline_tasks
     from .packaging import available_models
 
-    rows = [replace(r, tasks=baseline_tasks(r.id)) if r.source == "baseline" else r for r in available_models()]
+    rows = available_models()
     width = max(len(r.id) for r in rows)
     print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
