@@ -111,6 +111,8 @@ def resample_to_grid(volume: Volume, grid: Grid, method: str = "bspline") -> Vol
         moved = np.moveaxis(volume.array.astype(np.float32), axis + 1, -1)
         array = np.ascontiguousarray(np.moveaxis(moved @ weights.T, -1, axis + 1))
         return Volume.from_grid(array, grid, source=volume.source, channel_names=volume.channel_names)
+    if method == "nearest" and np.issubdtype(volume.array.dtype, np.integer):
+        return _nearest_exact(volume, grid)
     source, grid = _clamped_source(volume, grid)
     channels = []
     for c in range(source.channels):
@@ -133,15 +135,44 @@ def upsample_labels(labels: Volume, protocol: str, factor: int, axis: int, metho
     """Baseline upsampling of a label map onto the protocol's output grid."""
     grid = output_grid(labels.grid, protocol, factor, axis)
     if method == "nearest":
-        out = resample_to_grid(labels.with_array(labels.array.astype(np.float32)), grid, "nearest")
-        return out.with_array(np.rint(out.array).astype(_label_dtype(labels)))
+        dtype = _label_dtype(labels)
+        array = labels.array if np.issubdtype(labels.array.dtype, np.integer) else np.rint(labels.array).astype(dtype)
+        return _nearest_exact(labels.with_array(array), grid)
     if method == "contour":
         return _contour_interpolation(labels, grid, protocol, factor, axis)
     raise InputError(None, f"unknown label interpolation {method!r}; choose from {', '.join(LABEL_METHODS)}")
 
 
 def _label_dtype(labels: Volume) -> np.dtype:
-    return labels.array.dtype if np.issubdtype(labels.array.dtype, np.integer) else np.dtype(np.uint8)
+    """The input's integer dtype, kept exactly; float label maps become uint8 only when their values fit."""
+    if np.issubdtype(labels.array.dtype, np.integer):
+        return labels.array.dtype
+    finite = labels.array[np.isfinite(labels.array)]
+    if finite.size != labels.array.size or (finite.size and (finite.min() < -0.5 or finite.max() > 255.5)):
+        raise InputError(
+            labels.source, "label map has values outside 0-255 (or NaN); store it as an integer image to keep them"
+        )
+    return np.dtype(np.uint8)
+
+
+def _nearest_exact(volume: Volume, grid: Grid) -> Volume:
+    """Nearest-neighbour resampling of integer voxels that keeps every value and the dtype exactly:
+    ITK resamples the index of each value among the distinct ones (exact in float32), not the value
+    (float32 rounds above 2**24 and turns int64 extremes into INT64_MIN)."""
+    channels = []
+    for c in range(volume.channels):
+        values, inverse = np.unique(volume.array[c], return_inverse=True)
+        if values.size > 2**24:
+            raise InputError(volume.source, f"{values.size} distinct values; nearest resampling keeps at most 2**24")
+        index = inverse.reshape(volume.shape).astype(np.float32)[None]
+        source, clamped = _clamped_source(volume.channel(c).with_array(index), grid)
+        image = volume_to_sitk(source)
+        ref = _reference(clamped, sitk.sitkFloat32)
+        out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32)
+        picked = np.rint(sitk.GetArrayFromImage(out).transpose(2, 1, 0)).astype(np.int64)
+        channels.append(values[np.clip(picked, 0, values.size - 1)])
+    array = np.stack(channels).astype(volume.array.dtype, copy=False)
+    return Volume.from_grid(array, grid, source=volume.source, channel_names=volume.channel_names)
 
 
 def _contour_interpolation(labels: Volume, grid: Grid, protocol: str, factor: int, axis: int) -> Volume:
@@ -158,6 +189,12 @@ def _contour_interpolation(labels: Volume, grid: Grid, protocol: str, factor: in
     lr = labels.array[0]
     if not np.issubdtype(lr.dtype, np.integer):
         lr = np.rint(lr).astype(np.int32)
+    if lr.size and (int(lr.min()) < 0 or int(lr.max()) > np.iinfo(np.uint16).max):
+        raise InputError(
+            labels.source,
+            f"label values {int(lr.min())}-{int(lr.max())} are outside 0-65535, the range contour interpolation "
+            "keeps; use --model nearest or relabel",
+        )
     n_lr = lr.shape[axis]
     offset = (factor - 1) // 2 if protocol == "sr" else 0
     positions = offset + factor * np.arange(n_lr)

@@ -8,12 +8,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 from .errors import CancelledError, InputError
 
 EXIT_USAGE = 2
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (plus where to look), not argparse's usage block."""
+
+    def error(self, message: str):
+        print(f"jointsrseg: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler; BaseException so staging clean-up runs like for Ctrl-C."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive number of threads")
+    return value
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +51,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     _add_model_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
     p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
+    p.add_argument("--series", default=None, metavar="UID", help="DICOM folder with several series: the one to read")
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +82,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them"
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network (default: PyTorch's choice)")
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads for the network (default: PyTorch's choice)"
+    )
     p.add_argument(
         "--uncertainty-method",
         default="auto",
@@ -87,7 +114,7 @@ def predict_options(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="jointsrseg",
         description="Joint super-resolution, slice interpolation and segmentation of MRI/CT volumes.",
     )
@@ -125,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _handle_sigterm()
     try:
+        if getattr(args, "out_dir", None) is not None:
+            from .outputs import check_out_dir
+
+            check_out_dir(args.out_dir)  # before any work
         return int(_dispatch(args) or 0)
     except InputError as error:
         print(f"jointsrseg: error: {error}", file=sys.stderr)
@@ -136,6 +168,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jointsrseg: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("jointsrseg: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle_sigterm():
+    """SIGTERM raises like Ctrl-C (staging removed, exit 143); the previous handler, or None off the main thread."""
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (e.g. called from a worker thread)
+        return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -215,8 +265,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = predict_options(args)
     planned = output_paths(args.out_dir, [*options["tasks"], "uncertainty_sr", "uncertainty_seg"], args.format)
     refuse_overwriting_inputs([Path(p) for p in args.input], [*planned.values(), args.out_dir / "report.json"])
+    inputs = args.input
+    if args.series is not None:
+        from .io import read_volumes
+
+        inputs = read_volumes(args.input, series=args.series)
     with TqdmProgress() as bar:
-        result = predict(args.input, progress=bar, **options)
+        result = predict(inputs, progress=bar, **options)
     written = write_outputs(args.out_dir, result.outputs, args.format, result.report)
     for name, path in written.items():
         print(f"{name}: {path}")

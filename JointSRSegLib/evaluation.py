@@ -66,5 +66,46 @@ def evaluate_volumes(prediction: Volume, reference: Volume, labels: bool = False
 
 
 def evaluate_files(prediction: str | Path, reference: str | Path, labels: bool = False) -> dict:
+    """Metrics of two files as plain JSON values: non-finite voxels are refused, ``labels`` needs
+    integer-valued label maps, and an undefined metric (PSNR of identical images, SSIM of a constant
+    volume) is ``None`` (JSON ``null``), never NaN or Infinity."""
     pred, ref = read_volume(prediction), read_volume(reference)
-    return {"prediction": str(prediction), "reference": str(reference), **evaluate_volumes(pred, ref, labels)}
+    for volume in (pred, ref):
+        check_finite(volume)
+        if labels:
+            check_integer_labels(volume)
+    result = {"prediction": str(prediction), "reference": str(reference), **evaluate_volumes(pred, ref, labels)}
+    return json_safe(result)
+
+
+def check_finite(volume: Volume) -> None:
+    finite = np.isfinite(volume.array)
+    if not finite.all():
+        raise InputError(volume.source, f"{int((~finite).sum())} voxel(s) are NaN or Inf; metrics need finite values")
+
+
+def check_integer_labels(volume: Volume) -> None:
+    """A label map holds integers (an integer dtype, or floats that are all whole numbers)."""
+    array = volume.array
+    if np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_):
+        return
+    fractional = array != np.rint(array)
+    if fractional.any():
+        raise InputError(
+            volume.source,
+            f"is not a label map: {int(fractional.sum())} voxel(s) are not whole numbers (e.g. "
+            f"{float(array[fractional][0]):.4g}); drop --labels to compare images",
+        )
+
+
+def json_safe(value):
+    """NaN and +-Infinity become None (JSON null); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,30 +48,49 @@ def strip_volume_suffix(path: str | Path) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, series: str | None = None) -> Volume:
     """Read one 3D volume (scalar, or a DICOM series folder) into a :class:`Volume`.
 
     Raises :class:`InputError` naming the file for anything a user can fix: a missing or
-    unreadable file, a 2D or 4D image, an RGB/vector image, zero or negative spacing.
+    unreadable file, a 2D or 4D image, an RGB/vector image, a non-finite or non-positive spacing,
+    a non-finite origin, a direction that is not orthonormal, a detached header whose data file
+    lies outside the header's folder, a DICOM folder with several series (``series`` chooses one)
+    or with slices that do not fit together.  Headers are checked before any voxel is read.
     """
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise InputError(None, f"input path must be a non-empty file or folder name, got {path!r}")
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
-    if path.is_dir():
-        volume = _read_dicom_series(path)
-    elif volume_suffix(path) in (".mgz", ".mgh"):
-        volume = _read_with_nibabel(path)
-    elif volume_suffix(path) in READ_SUFFIXES:
-        volume = _read_with_sitk(path)
-    else:
-        raise InputError(
-            path, f"unsupported format {path.suffix!r}; use one of {', '.join(READ_SUFFIXES)} or a DICOM folder"
-        )
+    with quiet_itk():
+        if path.is_dir():
+            volume = _read_dicom_series(path, series)
+        elif volume_suffix(path) in (".mgz", ".mgh"):
+            volume = _read_with_nibabel(path)
+        elif volume_suffix(path) in READ_SUFFIXES:
+            volume = _read_with_sitk(path)
+        else:
+            raise InputError(
+                path, f"unsupported format {path.suffix!r}; use one of {', '.join(READ_SUFFIXES)} or a DICOM folder"
+            )
     _check_geometry(volume)
     return volume
 
 
-def read_volumes(paths: Sequence[str | Path], channel_names: Sequence[str] | None = None) -> Volume:
+@contextmanager
+def quiet_itk() -> Iterator[None]:
+    """ITK's global warning output off while reading (its multi-line warnings would precede our one line)."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def read_volumes(
+    paths: Sequence[str | Path], channel_names: Sequence[str] | None = None, series: str | None = None
+) -> Volume:
     """Read several co-registered volumes (e.g. T1, T1ce, T2, FLAIR) as channels of one Volume.
 
     The grids must match (size exactly, spacing/origin/direction within 1e-4 mm); stacking
@@ -77,7 +98,7 @@ def read_volumes(paths: Sequence[str | Path], channel_names: Sequence[str] | Non
     """
     if not paths:
         raise InputError(None, "no input volume given")
-    volumes = [read_volume(p) for p in paths]
+    volumes = [read_volume(p, series) for p in paths]
     first = volumes[0]
     for path, vol in zip(paths[1:], volumes[1:]):
         if not vol.grid.almost_equal(first.grid, tol=1e-4):
@@ -101,11 +122,17 @@ def _describe_grid(volume: Volume) -> str:
 
 
 def _read_with_sitk(path: Path) -> Volume:
-    _check_header_spacing(path)
     if volume_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_header(path)
+        _check_header_spacing(path)
         return _read_nifti(path)
+    check_text_header(path)  # data files inside the header's folder, geometry fields valid
+    _check_header_spacing(path)
+    reader = read_image_information(path)
+    if reader.GetDimension() == 3:
+        check_grid_fields(path, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     try:
-        image = sitk.ReadImage(str(path))
+        image = reader.Execute()
     except RuntimeError as error:
         message = _first_line(error)
         if "spacing" in message.lower():
@@ -203,23 +230,68 @@ def _check_header_spacing(path: Path) -> None:
         raise InputError(path, f"spacing {tuple(spacing)} in the header must be positive")
 
 
-def _read_dicom_series(folder: Path) -> Volume:
+def _read_dicom_series(folder: Path, series: str | None = None) -> Volume:
     reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    series_ids = list(reader.GetGDCMSeriesIDs(str(folder)))
     if not series_ids:
         raise InputError(folder, "folder contains no DICOM series")
-    # Several series in one folder: take the one with the most slices and say so in the source.
     files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
-    series_id = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
+    if series is not None:
+        if series not in files_per_series:
+            listed = _list_series(files_per_series)
+            raise InputError(folder, f"no DICOM series {series!r} here; the folder has {listed}")
+        series_id = series
+    elif len(series_ids) > 1:
+        raise InputError(
+            folder,
+            f"folder holds {len(series_ids)} DICOM series: {_list_series(files_per_series)}; "
+            "choose one with --series UID (Python: series=UID)",
+        )
+    else:
+        series_id = series_ids[0]
     files = files_per_series[series_id]
     if len(files) < 2:
         raise InputError(folder, "DICOM series has a single slice; a 3D volume needs at least two")
+    _check_dicom_slices(folder, files)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
     except RuntimeError as error:
         raise InputError(folder, f"cannot read DICOM series ({_first_line(error)})") from None
     return _volume_from_sitk(image, folder)
+
+
+def _list_series(files_per_series: dict[str, Sequence[str]]) -> str:
+    return ", ".join(f"{sid} ({len(files)} files)" for sid, files in files_per_series.items())
+
+
+def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
+    """All slices of a series must have one size, one pixel layout and parallel orientations."""
+    kinds = ("size", "pixel type", "orientation", "in-plane spacing")
+    groups: dict[str, dict[tuple, list[str]]] = {kind: {} for kind in kinds}
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise InputError(name, f"cannot read DICOM slice ({_first_line(error)})") from None
+        size = tuple(int(v) for v in reader.GetSize()[:2])
+        keys = {
+            "size": size,
+            "pixel type": (sitk.GetPixelIDValueAsString(reader.GetPixelID()), reader.GetNumberOfComponents()),
+            "orientation": tuple(round(float(v), 3) for v in reader.GetDirection()[:6]),
+            "in-plane spacing": tuple(round(float(v), 4) for v in reader.GetSpacing()[:2]),
+        }
+        for what, key in keys.items():
+            groups[what].setdefault(key, []).append(Path(name).name)
+    for what, by_value in groups.items():
+        if len(by_value) > 1:
+            parts = [
+                f"{'x'.join(str(v) for v in key) if what == 'size' else key} in {len(names)} file(s) (e.g. {names[0]})"
+                for key, names in sorted(by_value.items(), key=lambda item: -len(item[1]))
+            ]
+            raise InputError(folder, f"DICOM series is inconsistent: slice {what} differs: {'; '.join(parts)}")
 
 
 def _volume_from_sitk(image: sitk.Image, path: Path) -> Volume:
@@ -246,14 +318,21 @@ def _read_with_nibabel(path: Path) -> Volume:
 
     try:
         image = nib.load(str(path))
-        array = np.asanyarray(image.dataobj)
     except Exception as error:  # nibabel raises many types for damaged files
+        raise InputError(path, f"cannot read image ({_first_line(error)})") from None
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        r, c = (int(v) for v in np.argwhere(~np.isfinite(affine))[0])
+        field = f"origin[{r}]" if c == 3 else f"spacing[{c}]"
+        raise InputError(path, f"{field} is {_describe_number(affine[r, c])} (MGH header); the header is corrupt")
+    try:
+        array = np.asanyarray(image.dataobj)
+    except Exception as error:
         raise InputError(path, f"cannot read image ({_first_line(error)})") from None
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
         raise InputError(path, f"{array.ndim}D image; a 3D volume is needed (one file per modality)")
-    affine = np.asarray(image.affine, dtype=float)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if np.any(spacing <= 0):
         raise InputError(path, f"spacing {tuple(spacing)} must be positive")
@@ -263,14 +342,9 @@ def _read_with_nibabel(path: Path) -> Volume:
 
 
 def _check_geometry(volume: Volume) -> None:
-    spacing = np.asarray(volume.spacing)
-    if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(volume.source, f"spacing {tuple(volume.spacing)} must be positive")
+    check_grid_fields(volume.source, volume.spacing, volume.origin, volume.direction)
     if min(volume.shape) < 2:
         raise InputError(volume.source, f"size {volume.shape} is a 2D image; a 3D volume is needed")
-    det = np.linalg.det(volume.direction)
-    if not np.isfinite(det) or abs(abs(det) - 1.0) > 1e-3:
-        raise InputError(volume.source, "direction matrix is not a rotation (degenerate orientation)")
 
 
 def check_image_content(volume: Volume) -> None:
@@ -290,6 +364,244 @@ def _first_line(error: BaseException) -> str:
         line.strip() for line in text if line.strip()
     ]
     return (useful[-1] if useful else type(error).__name__)[:200]
+
+
+# --------------------------------------------------------------------------- header checks
+#
+# Text headers (NRRD, MetaImage) are parsed here before ITK sees the file: a detached header's data
+# file must lie inside the header's own folder (ITK would read any file on the machine), and every
+# geometry field must be finite and sane (ITK reads a NaN spacing as 1.0 and reports a singular
+# direction as "(0 0 1)").  Nothing here reads voxels.
+
+MAX_TEXT_HEADER_BYTES = 1 << 20
+DIRECTION_TOLERANCE = 1e-3
+_NUMBER = r"[-+]?(?:nan|infinity|inf|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)"
+
+
+def _text_header(path: Path, nrrd: bool) -> tuple[dict[str, str], list[str]]:
+    """Fields of an NRRD (``key: value``) or MetaImage (``Key = value``) header, and the lines after
+    the field that ends it (NRRD ``data file: LIST``, MetaImage ``ElementDataFile = LIST``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(MAX_TEXT_HEADER_BYTES)
+    except OSError as error:
+        raise InputError(path, f"cannot read ({error.strerror or error})") from None
+    if nrrd and not head.startswith(b"NRRD"):
+        raise InputError(path, "not an NRRD file (no NRRD magic line)")
+    fields: dict[str, str] = {}
+    lines = head.decode("latin-1").split("\n")
+    rest: list[str] = []
+    for number, raw in enumerate(lines[1:] if nrrd else lines, start=1):
+        line = raw.rstrip("\r")
+        if nrrd:
+            if not line:  # the blank line ends an NRRD header
+                break
+            if line.startswith("#") or ":=" in line:
+                continue
+            key, sep, value = line.partition(": ")
+        else:
+            key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        fields[key] = value.strip()
+        ending = key in ("data file", "datafile") if nrrd else key == "elementdatafile"
+        if ending and value.strip().upper().startswith("LIST"):
+            rest = [r.rstrip("\r").strip() for r in lines[(number + 1 if nrrd else number) :]]
+            rest = [r for r in rest if r]
+            break
+        if not nrrd and key == "elementdatafile":
+            break  # binary data follows in a .mha
+    return fields, rest
+
+
+def _numbers(path: Path, field: str, text: str) -> list[float]:
+    values = re.findall(_NUMBER, text, flags=re.IGNORECASE)
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise InputError(path, f"header field {field!r} is not a list of numbers: {text[:60]!r}") from None
+
+
+def _describe_number(value: float) -> str:
+    return "NaN" if np.isnan(value) else ("infinite" if np.isinf(value) else str(value))
+
+
+def check_grid_fields(source, spacing, origin, direction, where: str = "") -> None:
+    """Refuse a non-finite or non-positive spacing, a non-finite origin and a direction matrix that is
+    not orthonormal, naming the field (``spacing[2] is NaN``)."""
+    suffix = f" ({where})" if where else ""
+    for i, value in enumerate(spacing):
+        if not np.isfinite(value):
+            raise InputError(source, f"spacing[{i}] is {_describe_number(value)}{suffix}; spacing must be positive")
+        if value <= 0:
+            raise InputError(source, f"spacing[{i}] is {value}{suffix}; spacing must be positive")
+    for i, value in enumerate(origin):
+        if not np.isfinite(value):
+            raise InputError(source, f"origin[{i}] is {_describe_number(value)}{suffix}; the origin must be finite")
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    bad = np.argwhere(~np.isfinite(matrix))
+    if bad.size:
+        r, c = (int(v) for v in bad[0])
+        raise InputError(source, f"direction[{r}][{c}] is {_describe_number(matrix[r, c])}{suffix}")
+    error = np.abs(matrix.T @ matrix - np.eye(3))
+    if error.max() > DIRECTION_TOLERANCE:
+        r, c = (int(v) for v in np.unravel_index(np.argmax(error), error.shape))
+        what = f"column {r} does not have unit length" if r == c else f"columns {r} and {c} are not perpendicular"
+        raise InputError(
+            source,
+            f"direction matrix{suffix} is not orthonormal ({what}, error {error[r, c]:.3g} > {DIRECTION_TOLERANCE}); "
+            "the orientation is degenerate",
+        )
+
+
+def _check_data_files(path: Path, names: list[str], field: str) -> None:
+    """Every data file of a detached header must resolve inside the header's folder."""
+    root = path.absolute().parent.resolve()
+    for name in names:
+        if not name or "\x00" in name:
+            raise InputError(path, f"{field} names an empty data file")
+        pure = Path(name)
+        if pure.is_absolute() or re.match(r"^[A-Za-z]:[\\/]", name) or name.startswith("\\"):
+            raise InputError(path, f"{field} {name!r} is an absolute path; the data file must lie next to the header")
+        if ".." in re.split(r"[\\/]", name):
+            raise InputError(path, f"{field} {name!r} points outside the header's folder ('..'); refused")
+        target = (root / name).resolve()
+        if target != root and root not in target.parents:
+            raise InputError(path, f"{field} {name!r} resolves outside the header's folder (a link); refused")
+
+
+def _expand_pattern(path: Path, field: str, spec: str, nrrd: bool) -> list[str]:
+    """``name%03d.raw min max step`` (NRRD: ``min max step [subdim]``) -> the file names it means."""
+    parts = spec.split()
+    if len(parts) < 4 or "%" not in parts[0]:
+        return [spec]
+    try:
+        start, stop, step = (int(v) for v in parts[1:4])
+        if step == 0 or abs(stop - start) // abs(step) > 100000:
+            raise ValueError
+        names = [parts[0] % i for i in range(start, stop + (1 if step > 0 else -1), step)]
+    except (ValueError, TypeError):
+        raise InputError(path, f"{field} {spec[:60]!r} is not a valid file-name pattern") from None
+    return names
+
+
+def check_text_header(path: str | Path) -> None:
+    """NRRD / MetaImage headers: data files inside the header's folder, geometry fields valid."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    if suffix in (".nrrd", ".nhdr"):
+        _check_nrrd_header(path)
+    elif suffix in (".mha", ".mhd"):
+        _check_meta_header(path)
+
+
+def _check_nrrd_header(path: Path) -> None:
+    fields, listed = _text_header(path, nrrd=True)
+    data_key = "data file" if "data file" in fields else "datafile" if "datafile" in fields else None
+    if data_key is not None:
+        value = fields[data_key]
+        if value.upper().startswith("LIST"):
+            if not listed:
+                raise InputError(path, "data file: LIST names no data files")
+            _check_data_files(path, listed, "data file")
+        else:
+            _check_data_files(path, _expand_pattern(path, "data file", value, True), "data file")
+    elif suffix_is_detached(path):
+        raise InputError(path, "detached NRRD header (.nhdr) without a 'data file' field")
+    if fields.get("dimension", "3").strip() != "3":
+        return  # 2D/4D images are refused by the reader with their own message
+    where = "NRRD header"
+    spacing = origin = direction = None
+    if "space directions" in fields:
+        vectors = re.findall(r"\(([^)]*)\)", fields["space directions"])
+        if len(vectors) < 3:
+            raise InputError(path, f"space directions {fields['space directions'][:80]!r} must give three vectors")
+        columns = []
+        for i, vector in enumerate(vectors[:3]):
+            values = _numbers(path, "space directions", vector)
+            if len(values) != 3:
+                raise InputError(path, f"space directions vector {i} {vector!r} must have three components")
+            columns.append(values)
+        matrix = np.array(columns, dtype=float).T
+        spacing = np.linalg.norm(matrix, axis=0) if np.all(np.isfinite(matrix)) else None
+        if spacing is None:
+            r, c = (int(v) for v in np.argwhere(~np.isfinite(matrix))[0])
+            raise InputError(path, f"spacing[{c}] is {_describe_number(matrix[r, c])} (NRRD space directions)")
+        for i, s in enumerate(spacing):
+            if s <= 0:
+                raise InputError(path, f"spacing[{i}] is 0 (NRRD space directions vector {i} is zero)")
+        direction = matrix / spacing
+    elif "spacings" in fields:
+        spacing = _numbers(path, "spacings", fields["spacings"])[:3]
+    if "space origin" in fields:
+        origin = _numbers(path, "space origin", fields["space origin"].strip("()"))
+    check_grid_fields(
+        path,
+        spacing if spacing is not None else (1.0, 1.0, 1.0),
+        origin if origin is not None else (0.0, 0.0, 0.0),
+        direction if direction is not None else np.eye(3),
+        where,
+    )
+
+
+def suffix_is_detached(path: Path) -> bool:
+    return volume_suffix(path) in (".nhdr", ".mhd")
+
+
+def _check_meta_header(path: Path) -> None:
+    fields, listed = _text_header(path, nrrd=False)
+    value = fields.get("elementdatafile")
+    if value is None:
+        raise InputError(path, "MetaImage header without ElementDataFile")
+    if value.upper() == "LOCAL":
+        if suffix_is_detached(path):
+            raise InputError(path, "ElementDataFile = LOCAL in a detached .mhd header; it has no data")
+    elif value.upper().startswith("LIST"):
+        if not listed:
+            raise InputError(path, "ElementDataFile = LIST names no data files")
+        _check_data_files(path, listed, "ElementDataFile")
+    else:
+        _check_data_files(path, _expand_pattern(path, "ElementDataFile", value, False), "ElementDataFile")
+    if fields.get("ndims", "3").strip() != "3":
+        return
+    where = "MetaImage header"
+    spacing = next((fields[k] for k in ("elementspacing", "elementsize") if k in fields), None)
+    origin = next((fields[k] for k in ("offset", "origin", "position") if k in fields), None)
+    matrix = next((fields[k] for k in ("transformmatrix", "rotation", "orientation") if k in fields), None)
+    spacing_values = _numbers(path, "ElementSpacing", spacing)[:3] if spacing else [1.0, 1.0, 1.0]
+    origin_values = _numbers(path, "Offset", origin)[:3] if origin else [0.0, 0.0, 0.0]
+    direction = np.eye(3)
+    if matrix:
+        values = _numbers(path, "TransformMatrix", matrix)
+        if len(values) == 9:
+            direction = np.array(values).reshape(3, 3).T  # stored row by row: each row is one axis
+    check_grid_fields(path, spacing_values, origin_values, direction, where)
+
+
+def _check_nifti_header(path: Path) -> None:
+    """The NIfTI geometry fields (pixdim, qform, sform) are finite before ITK or nibabel use them."""
+    import nibabel as nib
+
+    opener = gzip.open if volume_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            header = nib.Nifti1Header.from_fileobj(handle, check=False)
+    except Exception:  # unreadable headers are reported by the real reader
+        return
+    fields = {
+        "pixdim": [float(v) for v in header["pixdim"][1:4]],
+        "qoffset": [float(header[k]) for k in ("qoffset_x", "qoffset_y", "qoffset_z")],
+        "quatern": [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d")],
+    }
+    if int(header["sform_code"]) > 0:
+        for row in ("srow_x", "srow_y", "srow_z"):
+            fields[row] = [float(v) for v in header[row]]
+    for name, values in fields.items():
+        for i, value in enumerate(values):
+            if not np.isfinite(value):
+                label = f"spacing[{i}]" if name == "pixdim" else f"{name}[{i}]"
+                raise InputError(path, f"{label} is {_describe_number(value)} (NIfTI {name}); the header is corrupt")
 
 
 # --------------------------------------------------------------------------- writing

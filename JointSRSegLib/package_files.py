@@ -23,7 +23,11 @@ from pathlib import Path, PurePosixPath
 from .errors import InputError
 
 MAX_ZIP_ENTRIES = 1000
-MAX_PACKAGE_BYTES = 16 * 1024**3  # refuse zip bombs; the largest preset is far below this
+MAX_PACKAGE_BYTES = 100 * 1024**2  # a package is at most 100 MB uncompressed (the shipped ones: 2-17 MB)
+MAX_COMPRESSION_RATIO = 100  # per member above 1 MiB: weights barely compress, zip bombs compress ~1000:1
+# The files a package has: the two it needs and an optional read-me or model card.  Nothing else is extracted.
+PACKAGE_FILES = ("model.json", "model.safetensors")
+OPTIONAL_PACKAGE_FILES = ("README.md", "README.txt", "README", "MODEL_CARD.md", "model_card.md", "card.md")
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
@@ -33,10 +37,39 @@ def open_zip(path: Path) -> zipfile.ZipFile:
     except (OSError, zipfile.BadZipFile) as error:
         raise InputError(path, f"cannot open zip ({error})") from None
     infos = archive.infolist()
-    if len(infos) > MAX_ZIP_ENTRIES or sum(i.file_size for i in infos) > MAX_PACKAGE_BYTES:
+    total = sum(i.file_size for i in infos)
+    problem = None
+    if len(infos) > MAX_ZIP_ENTRIES:
+        problem = f"zip has {len(infos)} entries; a model package has a few"
+    elif total > MAX_PACKAGE_BYTES:
+        problem = f"zip holds {total:,} bytes uncompressed; a model package is at most {MAX_PACKAGE_BYTES:,} bytes"
+    else:
+        for info in infos:
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > 1024**2 and ratio > MAX_COMPRESSION_RATIO:
+                problem = (
+                    f"zip entry {info.filename!r} expands {ratio:.0f}-fold ({info.file_size:,} bytes); "
+                    f"more than {MAX_COMPRESSION_RATIO}-fold is refused (zip bomb)"
+                )
+                break
+    if problem is not None:
         archive.close()
-        raise InputError(path, f"zip is too large for a model package (over {MAX_ZIP_ENTRIES} entries or 16 GiB)")
+        raise InputError(path, problem)
     return archive
+
+
+def check_package_members(names: list[str], prefix: str, source: Path) -> None:
+    """Only the files a package has (model.json, model.safetensors, an optional README/card), under
+    ``prefix``; any other entry is refused rather than silently installed."""
+    allowed = {prefix + name for name in (*PACKAGE_FILES, *OPTIONAL_PACKAGE_FILES)}
+    folders = {prefix} if prefix else set()
+    unknown = [n for n in names if n not in allowed and n.rstrip("/") + "/" not in folders]
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        known = ", ".join((*PACKAGE_FILES, *OPTIONAL_PACKAGE_FILES))
+        raise InputError(source, f"zip has entries a model package does not have: {listed}; a package holds {known}")
+    if len(set(names)) != len(names):
+        raise InputError(source, "zip lists an entry twice; refusing an ambiguous package")
 
 
 def safe_member_name(info: zipfile.ZipInfo, source: Path) -> PurePosixPath:
@@ -106,7 +139,13 @@ def replace_dir(staging: Path, target: Path) -> None:
 def extract_zip(path: Path, prefix: str, dest: Path) -> None:
     """Extract the package's entries (those under ``prefix``) into ``dest``, each checked to stay inside."""
     root = dest.resolve()
+    written = 0
     with open_zip(path) as archive:
+        check_package_members(
+            [safe_member_name(i, path).as_posix() + ("/" if i.is_dir() else "") for i in archive.infolist()],
+            prefix,
+            path,
+        )
         for info in archive.infolist():
             name = safe_member_name(info, path).as_posix()
             if info.is_dir() or not name.startswith(prefix):
@@ -117,26 +156,46 @@ def extract_zip(path: Path, prefix: str, dest: Path) -> None:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, open(target, "xb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                    written += _copy_bounded(src, dst, MAX_PACKAGE_BYTES - written)
             except (OSError, zipfile.BadZipFile) as error:
                 raise InputError(path, f"cannot extract zip entry {info.filename!r} ({error})") from None
+            except OverflowError:
+                raise InputError(path, f"zip expands beyond {MAX_PACKAGE_BYTES:,} bytes; refused") from None
+
+
+def _copy_bounded(src, dst, limit: int) -> int:
+    """Copy at most ``limit`` bytes (the declared sizes of a zip can lie); OverflowError beyond."""
+    copied = 0
+    while chunk := src.read(1024 * 1024):
+        copied += len(chunk)
+        if copied > limit:
+            raise OverflowError
+        dst.write(chunk)
+    return copied
 
 
 def copy_folder(src: Path, dest: Path) -> None:
-    """Copy regular files only (no links), so an installed package never points elsewhere."""
-    for item in sorted(src.rglob("*")):
-        relative = item.relative_to(src)
+    """Copy the files a package has (regular files, no links, at most 100 MB), so an installed package
+    never points elsewhere and carries nothing else from the folder it came from."""
+    total = 0
+    for name in (*PACKAGE_FILES, *OPTIONAL_PACKAGE_FILES):
+        item = src / name
         if item.is_symlink():
             raise InputError(item, "model packages may not contain symbolic links")
-        if item.is_dir():
-            (dest / relative).mkdir(parents=True, exist_ok=True)
-        elif item.is_file():
-            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item, dest / relative)
+        if not item.is_file():
+            continue
+        total += item.stat().st_size
+        if total > MAX_PACKAGE_BYTES:
+            raise InputError(src, f"package is larger than {MAX_PACKAGE_BYTES:,} bytes; refused")
+        shutil.copyfile(item, dest / name)
 
 
 __all__ = [
+    "MAX_COMPRESSION_RATIO",
     "MAX_PACKAGE_BYTES",
+    "OPTIONAL_PACKAGE_FILES",
+    "PACKAGE_FILES",
+    "check_package_members",
     "MAX_ZIP_ENTRIES",
     "copy_folder",
     "extract_zip",

@@ -29,6 +29,7 @@ from .baselines import BASELINE_NAMES, baseline_tasks
 from .errors import InputError
 from .geometry import MAX_FACTOR, MIN_FACTOR
 from .package_files import (
+    check_package_members,
     copy_folder,
     extract_zip,
     open_zip,
@@ -38,6 +39,7 @@ from .package_files import (
     write_zip_atomically,
 )
 from .package_schema import SCHEMA_VERSION, ScaleSpec, validate_metadata
+from .package_verify import load_json_bounded, verify_package_contents
 
 if TYPE_CHECKING:  # torch is imported where weights are read: listing packages works without it (Slicer)
     import torch
@@ -221,10 +223,7 @@ def load_package(path: str | Path, verify_weights: bool = True, check_architectu
         raise InputError(path, "not a model package (expected a folder or a .zip with model.json + model.safetensors)")
     source = _member_source(path, prefix, METADATA_FILE)
     raw = _read_member(path, prefix, METADATA_FILE)
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(source, f"not valid JSON ({error})") from None
+    meta = load_json_bounded(raw, source)  # bounded size and nesting depth
     architectures = _known_architectures() if check_architecture else None
     package = ModelPackage(path, validate_metadata(meta, source, architectures), prefix)
     if verify_weights:
@@ -235,7 +234,7 @@ def load_package(path: str | Path, verify_weights: bool = True, check_architectu
 def _zip_package_prefix(path: Path) -> str:
     """Folder inside the zip holding model.json: the root, or one top-level folder."""
     with open_zip(path) as archive:
-        names = [safe_member_name(info, path).as_posix() for info in archive.infolist()]
+        names = [safe_member_name(i, path).as_posix() + ("/" if i.is_dir() else "") for i in archive.infolist()]
     candidates = sorted({n[: -len(METADATA_FILE)] for n in names if n.endswith(METADATA_FILE)}, key=len)
     candidates = [c for c in candidates if c == "" or (c.endswith("/") and c.count("/") == 1)]
     if not candidates:
@@ -243,6 +242,7 @@ def _zip_package_prefix(path: Path) -> str:
     prefix = candidates[0]
     if prefix + WEIGHTS_FILE not in names:
         raise InputError(path, f"not a model package: {WEIGHTS_FILE} is missing next to {prefix}{METADATA_FILE}")
+    check_package_members(names, prefix, path)  # nothing but the package's own files
     return prefix
 
 
@@ -312,6 +312,7 @@ def import_model(
     """
     source = Path(zip_or_folder).expanduser()
     incoming = load_package(source)  # full verification before anything is written
+    verify_package_contents(incoming)  # config bounded, every tensor checked against the architecture (meta device)
     target_root = Path(models_dir).expanduser() if models_dir is not None else user_models_dir()
     target_root.mkdir(parents=True, exist_ok=True)
     target = target_root / incoming.id
