@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arguments import check_predict_arguments, check_tasks
 from .baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, upsample_image, upsample_labels
 from .errors import CancelledError, InputError
 from .geometry import check_factor, through_plane_axis
@@ -53,6 +54,7 @@ class Prediction:
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    check_tasks(tasks)
     items = [t.strip().lower() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     unknown = [t for t in items if t not in TASKS]
     if unknown or not items:
@@ -97,6 +99,7 @@ def predict(
     ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
     Atropos options: ``n4`` (bias correction first), ``atropos_iterations`` (EM iterations, default 5).
     """
+    check_predict_arguments(inputs, model, tasks, scale, axis, device, uncertainty, progress, cancel, options)
     started = time.perf_counter()
     timer = StageTimer()
     notify = progress or (lambda fraction, stage: None)

@@ -717,3 +717,61 @@ def test_cli_import_model_refusal_is_one_line(tiny_package, tmp_path, capsys, mo
     bad = _copy_package(tiny_package, tmp_path / "bad", config_changes={"window_size": -1})
     assert main(["import-model", str(bad)]) == 2
     assert "window_size is -1" in _one_line_error(capsys)
+
+
+# --------------------------------------------------------------------------- 7 the Python API
+
+
+API_CASES = {
+    "inputs None": ({"inputs": None}, "inputs must be"),
+    "inputs int": ({"inputs": 42}, "inputs must be"),
+    "inputs empty list": ({"inputs": []}, "inputs must be"),
+    "inputs empty path": ({"inputs": ""}, "empty path"),
+    "model None": ({"model": None}, "model must be"),
+    "scale None": ({"scale": None}, "scale must be an integer"),
+    "scale list": ({"scale": [4]}, "scale must be an integer"),
+    "scale str": ({"scale": "4"}, "scale must be an integer"),
+    "scale nan": ({"scale": float("nan")}, "scale must be an integer"),
+    "scale 2.5": ({"scale": 2.5}, "must be an integer"),
+    "tasks None": ({"tasks": None}, "tasks must be"),
+    "tasks ints": ({"tasks": [1, 2]}, "tasks must be"),
+    "tasks unknown": ({"tasks": ["sr", "denoise"]}, "unknown task"),
+    "axis x": ({"axis": "x"}, "axis must be 0, 1, 2 or 'auto'"),
+    "axis 1.5": ({"axis": 1.5}, "axis must be 0, 1, 2 or 'auto'"),
+    "axis 3": ({"axis": 3}, "axis must be 0, 1, 2 or 'auto'"),
+    "axis True": ({"axis": True}, "axis must be"),
+    "cancel object": ({"cancel": object()}, "cancel must be a CancelToken"),
+    "progress int": ({"progress": 3}, "progress must be a callable"),
+    "uncertainty str": ({"uncertainty": "yes"}, "uncertainty must be True or False"),
+    "device int": ({"device": 0}, "device must be"),
+    "misspelt option": ({"time_buget": 3}, "unknown option.*'time_buget' \\(did you mean 'time_budget'\\?\\)"),
+    "unknown option": ({"colour": "red"}, "unknown option.*'colour'"),
+    "threads -2": ({"threads": -2}, "threads must be a positive integer"),
+    "threads str": ({"threads": "2"}, "threads must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(API_CASES))
+def test_predict_bad_arguments_raise_input_error(case):
+    from JointSRSegLib.api import predict
+
+    changes, message = API_CASES[case]
+    kwargs = {"inputs": _volume(), "model": "bspline", "tasks": ("sr",), "scale": 2, "axis": "auto", **changes}
+    inputs = kwargs.pop("inputs")
+    with pytest.raises(InputError, match=message) as error:
+        predict(inputs, **kwargs)
+    assert isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("path", ["", "   "])
+def test_read_volume_of_an_empty_path_is_refused(path):
+    with pytest.raises(InputError, match="non-empty"):
+        read_volume(path)
+
+
+def test_predict_still_accepts_good_arguments():
+    from JointSRSegLib.api import CancelToken, predict
+
+    result = predict(_volume(), model="bspline", tasks="sr", scale=np.int64(2), axis=np.int64(2), cancel=CancelToken(),
+                     progress=lambda f, s: None, uncertainty=np.bool_(False), threads=1)  # fmt: skip
+    assert result.outputs["sr"].shape == (6, 6, 8)
