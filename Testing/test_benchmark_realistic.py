@@ -240,3 +240,18 @@ def test_markdown_writer(tiny_run, tmp_path):
     assert written.count(rb.BEGIN) == 1 and "second run" in written and "tiny test data" not in written
     partial = rb.markdown({**payload, "complete": False, "planned_cases": ["tiny-LIA", "tiny-PSR", "other"]})
     assert "PARTIAL RUN" in partial and "other" in partial
+
+
+def test_merge_of_partial_runs(tiny_run):
+    rows, agreement, described = tiny_run
+    base = {"subset": "quick", "crop": "brain", "methods": ["bspline"], "factor": 4, "threads": 1, "wall_s": 2.0,
+            "skipped": {}, "environment": {}, "data": ""}
+    one = {**base, "command": "run 1", "cases": described[:1], "orientation_agreement": [],
+           "rows": [r for r in rows if r["case"] == "tiny-LIA"]}
+    two = {**base, "command": "run 2", "cases": described, "orientation_agreement": agreement, "rows": rows}
+    merged = rb.merge_payloads([one, two])
+    assert [c["case"] for c in merged["cases"]] == ["tiny-LIA", "tiny-PSR"]
+    assert len(merged["rows"]) == len(rows) and merged["wall_s"] == 4.0 and not merged["complete"]
+    assert merged["command"] == "run 1 ; run 2" and merged["summary"]["orientation_agreement"]
+    with pytest.raises(ValueError):
+        rb.merge_payloads([one, {**two, "crop": "full"}])

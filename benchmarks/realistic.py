@@ -652,6 +652,42 @@ def write_section(doc: Path, section: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- main
+def merge_payloads(payloads: list[dict]) -> dict:
+    """One report from runs of the same subset / crop / methods over disjoint cases (e.g. a run that was
+    killed and one started for the cases it had not reached); gains and summaries recomputed."""
+    first = payloads[0]
+    for other in payloads[1:]:
+        for key in ("subset", "crop", "methods", "factor", "threads"):
+            if other.get(key) != first.get(key):
+                raise ValueError(f"cannot merge runs with different {key}: {first.get(key)} vs {other.get(key)}")
+    seen: set[str] = set()
+    cases, rows, agreement = [], [], []
+    for p in payloads:
+        names = [c["case"] for c in p["cases"] if c["case"] not in seen]
+        seen.update(names)
+        cases += [c for c in p["cases"] if c["case"] in names]
+        rows += [r for r in p["rows"] if r["case"] in names]
+        agreement += p["orientation_agreement"]
+    add_gains(rows)
+    planned = planned_names(first["subset"], first["crop"])
+    skipped: dict[str, str] = {}
+    for p in payloads:
+        skipped.update(p.get("skipped", {}))
+    return {
+        **first,
+        "complete": all(name in seen for name in planned),
+        "command": " ; ".join(p["command"] for p in payloads),
+        "merged_from": [p["command"] for p in payloads],
+        "skipped": skipped,
+        "cases": cases,
+        "planned_cases": planned,
+        "rows": rows,
+        "orientation_agreement": agreement,
+        "summary": summarise(rows, agreement),
+        "wall_s": float(sum(p["wall_s"] for p in payloads)),
+    }
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -693,10 +729,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="keep cases whose name contains one of these")
     parser.add_argument("--doc-only", action="store_true", help="re-render the markdown section from --out")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="combine the (partial) JSON reports of runs over disjoint cases into --out and --doc")
     args = parser.parse_args(argv)
     import json
     import os
 
+    if args.merge:
+        payload = merge_payloads([json.loads(path.read_text()) for path in args.merge])
+        write_result(args.out, payload)
+        write_section(args.doc, markdown(payload))
+        print(f"wrote {args.doc}")
+        return
     if args.doc_only:
         write_section(args.doc, markdown(json.loads(args.out.read_text())))
         print(f"wrote {args.doc}")
