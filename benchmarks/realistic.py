@@ -610,8 +610,8 @@ def markdown(payload: dict) -> str:
               "Max abs(ΔSR) / range | Grid mismatches |", "|---|---|---|---|---|---|---|---|"]
     for e in ordered(s["orientation_agreement"], "orientation"):
         lines.append(f"| `{e['method']}` | {e['orientation']} | {e['pairs']} | {fmt(e.get('seg_dice_mean'), 4)} | "
-                     f"{fmt(e.get('seg_dice_min'), 4)} | {fmt(e.get('sr_mean_abs_diff_rel'), 5)} | "
-                     f"{fmt(e.get('sr_max_abs_diff_rel'), 4)} | {e['grid_mismatches']} |")
+                     f"{fmt(e.get('seg_dice_min'), 4)} | {fmt(e.get('sr_mean_abs_diff_rel'), -1)} | "
+                     f"{fmt(e.get('sr_max_abs_diff_rel'), -1)} | {e['grid_mismatches']} |")
     if not s["orientation_agreement"]:
         lines.append("| (no orientation pairs in this run) | | | | | | | |")
     lines += ["", "## Per case", "",
