@@ -17,8 +17,8 @@ Real scans decide (``metrics.realistic`` in model.json, written from ``benchmark
 contrasts, voxel orientations and fields of view never trained on).  A package's realistic record, where
 it has one for the request, replaces its template regression check: for images, its mean PSNR gain over
 B-spline counts only with a mean SSIM not below B-spline's.  **Segmentation** goes to a package only if
-its realistic record shows a mean tissue Dice above ``atropos`` measured in the same run
-(``atropos_on_self_dice``, else ``atropos_on_bspline_dice``); otherwise the request gets the classical
+its realistic record shows a mean tissue Dice above ``atropos`` measured in the same run (the better of
+``atropos_on_bspline_dice`` and ``atropos_on_self_dice``); otherwise the request gets the classical
 ``atropos`` (B-spline + ANTs Atropos, :mod:`JointSRSegLib.atropos`), which needs no training data and does
 not care which orientation, contrast or field of view the scan has.
 """
@@ -139,19 +139,24 @@ def recorded_dice(metadata: Mapping[str, Any] | None, protocol: str, factor: int
 
 
 def beats_segmentation_peer(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> tuple[bool, str]:
-    """Whether the card's real-scan record shows a mean Dice above ``atropos`` in the same run, and why."""
+    """Whether the card's real-scan record shows a mean Dice above the stronger of ``atropos`` on B-spline
+    and ``atropos`` on self-SR (same run, same cases), and why."""
     real = realistic_record(metadata, protocol, factor)
     if real is None:
         return False, "not measured on the real-scan report"
     dice = _number(real, "dice_mean")
-    peer = _number(real, "atropos_on_self_dice")
-    where = "on self-SR"
-    if peer is None:
-        peer, where = _number(real, "atropos_on_bspline_dice"), "on B-spline"
-    if dice is None or peer is None:
+    peers = {
+        where: value
+        for where, value in (
+            ("on B-spline", _number(real, "atropos_on_bspline_dice")),
+            ("on self-SR", _number(real, "atropos_on_self_dice")),
+        )
+        if value is not None
+    }
+    if dice is None or not peers:
         return False, "its real-scan record lacks the Dice of it or of atropos"
-    verdict = dice > peer
-    return verdict, f"real-scan Dice {dice:.2f} vs atropos {where} {peer:.2f}"
+    where, peer = max(peers.items(), key=lambda item: item[1])
+    return dice > peer, f"real-scan Dice {dice:.2f} vs atropos {where} {peer:.2f}"
 
 
 def quality_text(metadata: Mapping[str, Any] | None) -> str:
