@@ -59,7 +59,9 @@ def package_metadata(cfg: dict, info: DataInfo, adapter, checkpoint: dict) -> di
         "training_config": cfg,
     }
     if network_arch in ("swinsr_unetr", "rehrseg_seg", "rehrseg_seg_uasr"):
-        meta["inference"] = {"roi_size": lr_patch_size(cfg["data"]["patch_size"], "sr", cfg["data"]["factor"])}
+        # keep what the adapter records (e.g. the voxel orientation of its training data) beside the window
+        meta["inference"] = {**(described.get("inference") or {}),
+                             "roi_size": lr_patch_size(cfg["data"]["patch_size"], "sr", cfg["data"]["factor"])}
     return meta
 
 
