@@ -255,3 +255,11 @@ def test_merge_of_partial_runs(tiny_run):
     assert merged["command"] == "run 1 ; run 2" and merged["summary"]["orientation_agreement"]
     with pytest.raises(ValueError):
         rb.merge_payloads([one, {**two, "crop": "full"}])
+    # a later run that re-measures one method on one case replaces just that row
+    redo = {k: v for k, v in rows[0].items() if not k.startswith("gain_")}
+    redo["psnr_head"] = -1.0
+    again = rb.merge_payloads([two, {**base, "command": "run 3", "threads": 2, "cases": described[:1],
+                                     "orientation_agreement": [], "rows": [redo]}])  # fmt: skip
+    by = {(r["case"], r["method"]): r for r in again["rows"]}
+    assert len(again["rows"]) == len(rows) and by[(redo["case"], redo["method"])]["psnr_head"] == -1.0
+    assert again["threads"] == [1, 2]

@@ -653,37 +653,45 @@ def write_section(doc: Path, section: str) -> None:
 
 # ------------------------------------------------------------------------------------------- main
 def merge_payloads(payloads: list[dict]) -> dict:
-    """One report from runs of the same subset / crop / methods over disjoint cases (e.g. a run that was
-    killed and one started for the cases it had not reached); gains and summaries recomputed."""
+    """One report from several runs of the same subset / crop / factor: a run that was killed and its
+    continuation, or a run that adds methods to cases already measured.  Rows are keyed by (case,
+    method); a later run's row replaces an earlier one (e.g. a method re-run after its code changed).
+    Gains and summaries are recomputed; every run's command and thread count is kept."""
     first = payloads[0]
     for other in payloads[1:]:
-        for key in ("subset", "crop", "methods", "factor", "threads"):
+        for key in ("subset", "crop", "factor"):
             if other.get(key) != first.get(key):
                 raise ValueError(f"cannot merge runs with different {key}: {first.get(key)} vs {other.get(key)}")
-    seen: set[str] = set()
-    cases, rows, agreement = [], [], []
+    cases: dict[str, dict] = {}
+    rows: dict[tuple[str, str], dict] = {}
+    agreement: dict[tuple, dict] = {}
     for p in payloads:
-        names = [c["case"] for c in p["cases"] if c["case"] not in seen]
-        seen.update(names)
-        cases += [c for c in p["cases"] if c["case"] in names]
-        rows += [r for r in p["rows"] if r["case"] in names]
-        agreement += p["orientation_agreement"]
-    add_gains(rows)
+        for c in p["cases"]:
+            cases.setdefault(c["case"], c)
+        for r in p["rows"]:
+            rows[(r["case"], r["method"])] = {k: v for k, v in r.items() if not k.startswith("gain_")}
+        for a in p["orientation_agreement"]:
+            agreement[(a["group"], a["method"], a["orientation"])] = a
+    merged_rows = list(rows.values())
+    add_gains(merged_rows)
     planned = planned_names(first["subset"], first["crop"])
     skipped: dict[str, str] = {}
     for p in payloads:
         skipped.update(p.get("skipped", {}))
     return {
         **first,
-        "complete": all(name in seen for name in planned),
+        "complete": all(name in cases for name in planned),
         "command": " ; ".join(p["command"] for p in payloads),
-        "merged_from": [p["command"] for p in payloads],
+        "merged_from": [{"command": p["command"], "threads": p.get("threads"), "methods": p.get("methods")}
+                        for p in payloads],
+        "methods": list(dict.fromkeys(m for p in payloads for m in p.get("methods", []))),
+        "threads": sorted({p.get("threads") for p in payloads if p.get("threads") is not None}),
         "skipped": skipped,
-        "cases": cases,
+        "cases": list(cases.values()),
         "planned_cases": planned,
-        "rows": rows,
-        "orientation_agreement": agreement,
-        "summary": summarise(rows, agreement),
+        "rows": merged_rows,
+        "orientation_agreement": list(agreement.values()),
+        "summary": summarise(merged_rows, list(agreement.values())),
         "wall_s": float(sum(p["wall_s"] for p in payloads)),
     }
 
