@@ -17,8 +17,8 @@ Real scans decide (``metrics.realistic`` in model.json, written from ``benchmark
 contrasts, voxel orientations and fields of view never trained on).  A package's realistic record, where
 it has one for the request, replaces its template regression check: for images, its mean PSNR gain over
 B-spline counts only with a mean SSIM not below B-spline's.  **Segmentation** goes to a package only if
-its realistic record shows a mean tissue Dice above ``atropos`` measured in the same run (the better of
-``atropos_on_bspline_dice`` and ``atropos_on_self_dice``); otherwise the request gets the classical
+its realistic record shows a mean tissue Dice above ``atropos`` on B-spline and above ``atropos`` on
+self-SR, each on the cases both ran (paired means); otherwise the request gets the classical
 ``atropos`` (B-spline + ANTs Atropos, :mod:`JointSRSegLib.atropos`), which needs no training data and does
 not care which orientation, contrast or field of view the scan has.
 """
@@ -139,24 +139,23 @@ def recorded_dice(metadata: Mapping[str, Any] | None, protocol: str, factor: int
 
 
 def beats_segmentation_peer(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> tuple[bool, str]:
-    """Whether the card's real-scan record shows a mean Dice above the stronger of ``atropos`` on B-spline
-    and ``atropos`` on self-SR (same run, same cases), and why."""
+    """Whether the card's real-scan record shows a mean Dice above ``atropos`` on B-spline *and* above
+    ``atropos`` on self-SR, each on the cases both ran (the record's paired means), and why."""
     real = realistic_record(metadata, protocol, factor)
     if real is None:
         return False, "not measured on the real-scan report"
     dice = _number(real, "dice_mean")
-    peers = {
-        where: value
-        for where, value in (
-            ("on B-spline", _number(real, "atropos_on_bspline_dice")),
-            ("on self-SR", _number(real, "atropos_on_self_dice")),
-        )
-        if value is not None
-    }
-    if dice is None or not peers:
+    comparisons = []  # (where, the package's Dice on the peer's cases, the peer's Dice)
+    if _number(real, "atropos_on_bspline_dice") is not None and dice is not None:
+        comparisons.append(("on B-spline", dice, _number(real, "atropos_on_bspline_dice")))
+    if _number(real, "atropos_on_self_dice") is not None:
+        mine = _number(real, "dice_mean_on_those_cases")
+        comparisons.append(("on self-SR", dice if mine is None else mine, _number(real, "atropos_on_self_dice")))
+    if not comparisons:
         return False, "its real-scan record lacks the Dice of it or of atropos"
-    where, peer = max(peers.items(), key=lambda item: item[1])
-    return dice > peer, f"real-scan Dice {dice:.2f} vs atropos {where} {peer:.2f}"
+    lost = [c for c in comparisons if not c[1] > c[2]]
+    where, mine, peer = (lost or comparisons)[0]
+    return not lost, f"real-scan Dice {mine:.2f} vs atropos {where} {peer:.2f} on the same cases"
 
 
 def quality_text(metadata: Mapping[str, Any] | None) -> str:

@@ -49,16 +49,21 @@ def test_a_package_below_atropos_on_real_scans_is_not_the_segmentation_default()
         return dataclasses.replace(package, metadata={**package.metadata, "metrics": metrics})
 
     below = card({"protocol": "sr", "factor": 4, "dice_mean": 0.76, "atropos_on_self_dice": 0.84,
-                  "atropos_on_bspline_dice": 0.80})  # fmt: skip
+                  "dice_mean_on_those_cases": 0.76, "atropos_on_bspline_dice": 0.80})  # fmt: skip
     above = card({"protocol": "sr", "factor": 4, "dice_mean": 0.88, "atropos_on_self_dice": 0.84})
     assert beats_segmentation_peer(below.metadata, "sr", 4)[0] is False
     choice = choose_default(("sr", "seg"), "sr", 4, packages=[below])
-    assert choice.model == "atropos" and "0.76 vs atropos on self-SR 0.84" in choice.reason
+    assert choice.model == "atropos" and "0.76 vs atropos on B-spline 0.80" in choice.reason
     assert choose_default(("sr", "seg"), "sr", 4, packages=[above]).model == package.id
-    # the stronger classical pipeline is the bar: above atropos on self-SR, below atropos on B-spline
-    between = card({"protocol": "sr", "factor": 4, "dice_mean": 0.80, "atropos_on_self_dice": 0.78,
-                    "atropos_on_bspline_dice": 0.82})  # fmt: skip
-    assert "vs atropos on B-spline 0.82" in choose_default(("seg",), "sr", 4, packages=[between]).reason
+    # both classical pipelines are bars, each on its own cases: beating atropos on B-spline over all
+    # cases is not enough when atropos on self-SR wins on the cases it ran
+    between = card({"protocol": "sr", "factor": 4, "dice_mean": 0.60, "atropos_on_bspline_dice": 0.50,
+                    "dice_mean_on_those_cases": 0.75, "atropos_on_self_dice": 0.79})  # fmt: skip
+    reason = choose_default(("seg",), "sr", 4, packages=[between]).reason
+    assert "0.75 vs atropos on self-SR 0.79 on the same cases" in reason
+    wins = card({"protocol": "sr", "factor": 4, "dice_mean": 0.60, "atropos_on_bspline_dice": 0.50,
+                 "dice_mean_on_those_cases": 0.70, "atropos_on_self_dice": 0.45})  # fmt: skip
+    assert choose_default(("seg",), "sr", 4, packages=[wins]).model == package.id
     unmeasured = card(None)
     assert choose_default(("seg",), "sr", 4, packages=[unmeasured]).model == "atropos"
     # an image-only request ignores the segmentation peer but not a real-scan SSIM below B-spline's

@@ -93,8 +93,10 @@ def recorded(model_id: str, key: str, protocol: str, factor: int) -> float | Non
 
 def beats_atropos(model_id: str, protocol: str, factor: int) -> bool:
     real = real_record(model_id, protocol, factor) or {}
-    peers = [real[k] for k in ("atropos_on_self_dice", "atropos_on_bspline_dice") if real.get(k) is not None]
-    return real.get("dice_mean") is not None and bool(peers) and real["dice_mean"] > max(peers)
+    pairs = [(real.get("dice_mean"), real.get("atropos_on_bspline_dice")),
+             (real.get("dice_mean_on_those_cases", real.get("dice_mean")), real.get("atropos_on_self_dice"))]
+    pairs = [(mine, peer) for mine, peer in pairs if peer is not None]
+    return bool(pairs) and all(mine is not None and mine > peer for mine, peer in pairs)
 
 
 def expected_default(tasks, protocol: str, factor: int) -> str:

@@ -82,7 +82,7 @@ def package_record(rows, package: str, sources: list[str]) -> dict | None:
             break
     record["note"] = ("means over the real-scan report's cases (benchmarks/realistic.py), paired per comparison; "
                       "JointSRSegLib.defaults: a package segments by default only if dice_mean beats "
-                      "the better of atropos_on_bspline_dice and atropos_on_self_dice")  # fmt: skip
+                      "atropos_on_bspline_dice and (on its cases) atropos_on_self_dice")  # fmt: skip
     return record
 
 
@@ -97,10 +97,9 @@ def card_block(record: dict) -> str:
         value = record.get(key)
         return "–" if value is None else (f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}")
 
-    peers = [record[k] for k in ("atropos_on_self_dice", "atropos_on_bspline_dice") if record.get(k) is not None]
-    peer = max(peers) if peers else None
-    verdict = ("beats" if record.get("dice_mean") is not None and peer is not None and record["dice_mean"] > peer
-               else "does not beat")  # fmt: skip
+    from JointSRSegLib.defaults import beats_segmentation_peer
+
+    verdict = "beats" if beats_segmentation_peer({"metrics": {"realistic": record}}, "sr", 4)[0] else "does not beat"
     lines = [
         CARD_BEGIN,
         "",
