@@ -29,10 +29,15 @@ SELF_METHODS = ("self+atropos", "self")  # either carries the self-supervised SR
 
 
 def merged_rows(reports: list[dict]) -> dict[tuple[str, str], dict]:
+    """Rows by (case, method), later reports winning.  The voxel-permuted copies of a case (its RAS/PSR
+    orientations, listed in ``orientation_agreement``) are left out: they are the same scan, and the
+    report shows separately that they give the same answer, so counting them would weight that scan
+    several times."""
     rows: dict[tuple[str, str], dict] = {}
+    copies = {f"{a['group']}-{a['orientation']}" for report in reports for a in report.get("orientation_agreement", [])}
     for report in reports:
         for row in report["rows"]:
-            if "skipped" not in row and "error" not in row:
+            if "skipped" not in row and "error" not in row and row["case"] not in copies:
                 rows[(row["case"], row["method"])] = row
     return rows
 
