@@ -32,12 +32,12 @@ def merged_rows(reports: list[dict]) -> dict[tuple[str, str], dict]:
     """Rows by (case, method), later reports winning.  The voxel-permuted copies of a case (its RAS/PSR
     orientations, listed in ``orientation_agreement``) are left out: they are the same scan, and the
     report shows separately that they give the same answer, so counting them would weight that scan
-    several times."""
+    several times.  Cases a package was trained on (the MNI template) are left out too."""
     rows: dict[tuple[str, str], dict] = {}
     copies = {f"{a['group']}-{a['orientation']}" for report in reports for a in report.get("orientation_agreement", [])}
     for report in reports:
         for row in report["rows"]:
-            if "skipped" not in row and "error" not in row and row["case"] not in copies:
+            if "skipped" not in row and "error" not in row and row["case"] not in copies and not row.get("trained_on"):
                 rows[(row["case"], row["method"])] = row
     return rows
 
