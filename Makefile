@@ -19,18 +19,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/jointsrseg demo --out-dir demo_out
+	PYTHONUTF8=1 OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/jointsrseg demo --out-dir demo_out
 
 test: $(STAMP)
 	@# Offscreen slice-view rendering for the Slicer tests (skipped with a printed reason if this cannot install).
 	-command -v apt-get >/dev/null && (dpkg -s libosmesa6 >/dev/null 2>&1 || apt-get install -y -q libosmesa6 >/dev/null) || true
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest Testing -q
+	PYTHONUTF8=1 OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest Testing -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.run_all --out benchmarks/results
+	PYTHONUTF8=1 OMP_NUM_THREADS=$(THREADS) $(PY) -m benchmarks.run_all --out benchmarks/results
 
 docs: $(STAMP)
 	$(PY) docs/build_models_table.py

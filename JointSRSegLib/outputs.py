@@ -132,7 +132,8 @@ def write_outputs(
             write_volume(volume, staging / f"{name}.{fmt}")
             final[name] = out_dir / f"{name}.{fmt}"
         if report is not None:
-            (staging / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+            text = json.dumps(report, indent=2, default=_json_default) + "\n"
+            (staging / "report.json").write_text(text, encoding="utf-8")
             final["report"] = out_dir / "report.json"
         for file_name, payload in (extras or {}).items():
             (staging / file_name).write_bytes(payload)

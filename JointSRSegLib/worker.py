@@ -109,7 +109,7 @@ def _claim_stdout() -> TextIO:
 def run_job(job_dir: str | Path, channel: Channel) -> int:
     job = Path(job_dir)
     try:
-        request = json.loads((job / REQUEST_FILE).read_text())
+        request = json.loads((job / REQUEST_FILE).read_text(encoding="utf-8"))
         device = select_gpu(str(request.get("device", "auto")))
         from .api import predict  # after CUDA_VISIBLE_DEVICES is set: PyTorch may start here
 
@@ -138,7 +138,7 @@ def run_job(job_dir: str | Path, channel: Channel) -> int:
         outputs = {}
         for key, output in prediction.outputs.items():
             outputs[key] = write_volume_npz(output, job / f"out_{key}.npz").name
-        (job / REPORT_FILE).write_text(json.dumps(prediction.report, default=str))
+        (job / REPORT_FILE).write_text(json.dumps(prediction.report, default=str), encoding="utf-8")
         channel.send("done", outputs=outputs, report=REPORT_FILE)
         return 0
     except BaseException as error:  # reported to the parent, which shows it

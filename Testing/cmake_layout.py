@@ -65,7 +65,7 @@ class CMakeModel:
 
     def run(self, folder: Path, variables: dict[str, str]) -> None:
         variables = dict(variables, CMAKE_CURRENT_SOURCE_DIR=folder.relative_to(self.root).as_posix() or ".")
-        for name, raw in _commands((folder / "CMakeLists.txt").read_text()):
+        for name, raw in _commands((folder / "CMakeLists.txt").read_text(encoding="utf-8")):
             args = [a for r in raw for a in self._expand(r, variables)]
             if name == "set":
                 variables[args[0]] = ";".join(args[1:])

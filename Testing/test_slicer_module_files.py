@@ -84,10 +84,11 @@ def test_cmake_reader_sees_a_lost_file(tmp_path):
     """The reader itself: a '../' script (the old layout) is reported as never installed."""
     (tmp_path / "Mod").mkdir()
     (tmp_path / "Lib").mkdir()
-    (tmp_path / "CMakeLists.txt").write_text("project(X)\nadd_subdirectory(Mod)\n")
+    (tmp_path / "CMakeLists.txt").write_text("project(X)\nadd_subdirectory(Mod)\n", encoding="utf-8")
     (tmp_path / "Mod" / "CMakeLists.txt").write_text(
         "set(S Mod.py ../Lib/a.py) # comment (with parentheses)\n"
-        "slicerMacroBuildScriptedModule(NAME Mod SCRIPTS ${S})\n"
+        "slicerMacroBuildScriptedModule(NAME Mod SCRIPTS ${S})\n",
+        encoding="utf-8",
     )
     assert installed_files(tmp_path) == {"Mod/Mod.py": f"{SCRIPTED_DIR}/Mod.py", "Lib/a.py": None}
 
@@ -101,15 +102,15 @@ def test_only_the_module_file_at_the_top_of_the_module_folder(layout):
 
 
 def test_extension_cmake():
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_MINIMUM_SLICER_VERSION"):
         assert re.search(rf"set\({key} \"[^\"]+\"\)", text), key
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text and "add_subdirectory(JointSRSeg)" in text
     assert "VERSION_LESS" in text  # older Slicer builds stop at configure time with the reason
     minimum = re.search(r'EXTENSION_MINIMUM_SLICER_VERSION "([\d.]+)"', text).group(1)
-    assert f"Slicer {minimum}" in (ROOT / "README.md").read_text()
-    module = (MODULE / "CMakeLists.txt").read_text()
+    assert f"Slicer {minimum}" in (ROOT / "README.md").read_text(encoding="utf-8")
+    module = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule" in module and "WITH_GENERIC_TESTS" in module
     assert "slicer_add_python_unittest" in module
 
@@ -165,7 +166,7 @@ def ui_widgets() -> dict[str, ET.Element]:
 
 
 def parameter_fields() -> set[str]:
-    tree = ast.parse((MODULE / "JointSRSeg.py").read_text())
+    tree = ast.parse((MODULE / "JointSRSeg.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "JointSRSegParameterNode")
     assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in cls.decorator_list)
     return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
@@ -174,7 +175,7 @@ def parameter_fields() -> set[str]:
 def test_ui_parses_and_referenced_widgets_exist():
     widgets = ui_widgets()
     assert widgets["JointSRSeg"].get("class") == "qMRMLWidget"
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "JointSRSeg.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "JointSRSeg.py").read_text(encoding="utf-8")))
     assert used, "the widget uses no ui elements?"
     assert not sorted(used - set(widgets)), f"missing in the .ui: {sorted(used - set(widgets))}"
 
@@ -197,7 +198,7 @@ def test_parameter_names_match_fields_one_to_one():
 def test_hand_synced_parameters():
     """The model list is only known at run time, and a QComboBox bound through SlicerParameterName
     needs a fixed Choice (Slicer's QComboBoxToStringableConnector), so the widget syncs modelId itself."""
-    source = (MODULE / "JointSRSeg.py").read_text()
+    source = (MODULE / "JointSRSeg.py").read_text(encoding="utf-8")
     bound = bound_parameters()
     for field, widget in SYNCED_BY_HAND.items():
         assert field in parameter_fields() and widget in ui_widgets()
@@ -224,7 +225,7 @@ def test_logic_imports_without_qt():
 
 
 def test_module_file_compiles_and_reexports_logic():
-    source = (MODULE / "JointSRSeg.py").read_text()
+    source = (MODULE / "JointSRSeg.py").read_text(encoding="utf-8")
     tree = ast.parse(source)
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and n.module == "JointSRSegModule.logic" for a in n.names}

@@ -94,7 +94,7 @@ def package_id_of(card: Path) -> str:
 
 def update_card(card: Path, payload: dict) -> bool:
     """Rewrite the card's generated block; True when its text changed.  A card without markers is an error."""
-    text = card.read_text()
+    text = card.read_text(encoding="utf-8")
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"{card}: no generated quality-report block ({BEGIN!r} ... {END!r})")
@@ -102,7 +102,7 @@ def update_card(card: Path, payload: dict) -> bool:
     if new == text:
         return False
     tmp = card.with_suffix(".md.tmp")
-    tmp.write_text(new)
+    tmp.write_text(new, encoding="utf-8")
     tmp.replace(card)
     return True
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=REPORT, help="quality report JSON")
     parser.add_argument("--cards", type=Path, default=CARDS, help="folder of model cards")
     args = parser.parse_args()
-    payload = json.loads(args.report.read_text())
+    payload = json.loads(args.report.read_text(encoding="utf-8"))
     for card in update_cards(payload, args.cards):
         print(f"updated {card}")
 

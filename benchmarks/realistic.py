@@ -302,7 +302,7 @@ def _reset_peak() -> bool:
 
 def _window_peak_mb() -> float | None:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024.0, 1)
     except OSError:
@@ -641,14 +641,14 @@ def markdown(payload: dict) -> str:
 
 def write_section(doc: Path, section: str) -> None:
     """Replace (or append) the generated block in ``doc``; the rest of the file is left as it is."""
-    text = doc.read_text() if doc.exists() else ""
+    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    doc.write_text(text)
+    doc.write_text(text, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -698,7 +698,7 @@ def merge_payloads(payloads: list[dict]) -> dict:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -744,13 +744,13 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     if args.merge:
-        payload = merge_payloads([json.loads(path.read_text()) for path in args.merge])
+        payload = merge_payloads([json.loads(path.read_text(encoding="utf-8")) for path in args.merge])
         write_result(args.out, payload)
         write_section(args.doc, markdown(payload))
         print(f"wrote {args.doc}")
         return
     if args.doc_only:
-        write_section(args.doc, markdown(json.loads(args.out.read_text())))
+        write_section(args.doc, markdown(json.loads(args.out.read_text(encoding="utf-8"))))
         print(f"wrote {args.doc}")
         return
     import torch

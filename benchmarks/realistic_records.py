@@ -142,7 +142,7 @@ def update_card(package_id: str, record: dict, folder: Path = CARDS) -> bool:
     card = folder / f"{package_id}.md"
     if not card.is_file():
         return False
-    text = card.read_text()
+    text = card.read_text(encoding="utf-8")
     block = card_block(record)
     if CARD_BEGIN in text:
         head, rest = text.split(CARD_BEGIN, 1)
@@ -152,7 +152,7 @@ def update_card(package_id: str, record: dict, folder: Path = CARDS) -> bool:
         at = text.find(marker)
         new = text + "\n" + block + "\n" if at < 0 else text[:at] + "\n\n" + block + text[at:]
     if new != text:
-        card.write_text(new)
+        card.write_text(new, encoding="utf-8")
     return new != text
 
 
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "Resources" / "Models")
     parser.add_argument("--write", action="store_true", help="store each record in the package's model.json")
     args = parser.parse_args()
-    reports = [json.loads(p.read_text()) for p in args.reports]
+    reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.reports]
     rows = merged_rows(reports)
     sources = [str(p) for p in args.reports]
     for folder in sorted(p for p in args.models.iterdir() if (p / "model.json").is_file()):

@@ -119,7 +119,7 @@ def evaluate(models: list[str], data_root: str, baselines: list[str], out: Path,
 
 
 def write_tables(rows: list[dict], out: Path) -> None:
-    with (out / "results.csv").open("w", newline="") as handle:
+    with (out / "results.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["case", "method", *METRICS])
         writer.writeheader()
         for row in rows:
@@ -133,7 +133,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
             values = [r[metric] for r in mine if metric in r and math.isfinite(r[metric])]
             cells.append(f"{np.mean(values):.4g} ± {np.std(values):.2g}" if values else "—")
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_plots(rows: list[dict], out: Path) -> None:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError, KeyError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-    print((args.out / "results.md").read_text(), end="")
+    print((args.out / "results.md").read_text(encoding="utf-8"), end="")
     print(f"{len(rows)} rows -> {args.out / 'results.csv'}")
     return 0
 

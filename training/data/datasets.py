@@ -99,7 +99,7 @@ def _volume_files(folder: Path) -> list[Path]:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(path, f"cannot read JSON ({error})") from None
     if not isinstance(data, dict):

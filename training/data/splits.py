@@ -111,7 +111,7 @@ def load_splits(path: str | Path) -> Splits:
     """Read and check splits written by :func:`save_splits`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(path, f"cannot read splits ({error})") from None
     if not isinstance(data, dict) or not all(

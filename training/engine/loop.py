@@ -177,7 +177,7 @@ class Trainer:
                    "device": str(self.device), "history": self.history,
                    "rank_weight_digests": digests}
         if self.ctx.is_main and stopped != "interrupted":
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         self.logger.close()
         return summary
 
