@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fov_timing.json"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--params", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -72,7 +73,7 @@ def main() -> None:
         _case(args.case, json.loads(args.params))
         return
     rows = []
-    for variant in VARIANTS:
+    for variant in args.variants:
         for method in args.methods:
             row = run_case("fov_timing", method, {"variant": variant, "threads": args.threads})
             rows.append(row)
