@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from JointSRSegLib.geometry import orientation_code
 from JointSRSegLib.io import read_volume
+from JointSRSegLib.orientation import reorient_volume
 from JointSRSegLib.tissue_classes import GREY_MATTER_LABELS, WHITE_MATTER_LABELS, tissue_classes
 from JointSRSegLib.volume import Volume
 
@@ -93,33 +94,16 @@ BIAS_COEFFS = {"x": 0.07, "y": -0.05, "z": 0.06, "xx": -0.04, "yz": 0.03}
 CONTRAST_SEEDS = {"t1": 1, "t2": 2, "flair": 3, "pd": 4}
 VARIANT_SEEDS = {"stripped": 0, "head": 1}
 
+
+
 _LETTER_VECTORS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
 
 
 # ----------------------------------------------------------------------------------- geometry
 def reorient(volume: Volume, code: str) -> Volume:
-    """The same voxels (permuted / flipped) on a grid whose axes point as ``code`` says, e.g. ``"RAS"``.
-
-    Exact: no resampling, every voxel keeps its physical position (direction and origin follow)."""
-    d = volume.direction
-    perm, flips = [], []
-    for letter in code.upper():
-        dots = d.T @ np.asarray(_LETTER_VECTORS[letter], dtype=float)
-        source = int(np.argmax(np.abs(dots)))
-        perm.append(source)
-        flips.append(bool(dots[source] < 0))
-    if sorted(perm) != [0, 1, 2]:
-        raise ValueError(f"orientation {code!r} does not name three different anatomical axes")
-    array = np.transpose(volume.array, (0, *[p + 1 for p in perm]))
-    flip_axes = tuple(t + 1 for t, f in enumerate(flips) if f)
-    array = np.ascontiguousarray(np.flip(array, axis=flip_axes) if flip_axes else array)
-    first = np.zeros(3)
-    for source, flip in zip(perm, flips):
-        first[source] = volume.shape[source] - 1 if flip else 0
-    origin = volume.grid.physical_points(first[None])[0]
-    direction = np.stack([d[:, s] * (-1.0 if f else 1.0) for s, f in zip(perm, flips)], axis=1)
-    spacing = tuple(volume.spacing[s] for s in perm)
-    out = Volume(array, spacing, tuple(origin), direction, source=volume.source)
+    """The same voxels (permuted / flipped) on a grid whose axes point as ``code`` says, e.g. ``"RAS"``:
+    the engine's own exact reorientation (:func:`JointSRSegLib.orientation.reorient_volume`)."""
+    out = reorient_volume(volume, code)
     assert orientation_code(out.direction) == code.upper()
     return out
 
