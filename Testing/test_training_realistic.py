@@ -231,7 +231,6 @@ def test_config_loads_and_names_training_subjects_1_to_16():
     assert spec.t1_train and max(spec.t1_train) <= 16
 
 
-@pytest.mark.skipif(not LABELS_DIR.is_dir(), reason="shared label maps not available")
 def test_real_dataset_split_never_trains_on_held_out_subjects():
     cfg = resolve(CONFIG)
     index = load_dataset(cfg["data"]["root"], cfg["data"]["layout"])

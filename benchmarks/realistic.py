@@ -292,22 +292,8 @@ def _keepable(outputs: dict, hr: Volume) -> dict:
 
 
 # --------------------------------------------------------------------------------------- evaluate
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _window_peak_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return None
+from .quality import reset_peak_rss as _reset_peak  # noqa: E402  (one VmHWM window, the quality report's)
+from .quality import window_peak_rss_mb as _window_peak_mb  # noqa: E402
 
 
 def case_info(case: dict) -> dict:
