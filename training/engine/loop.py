@@ -308,6 +308,9 @@ def run_training(cfg: dict, resume_dir: Path | None = None, stop_at_step: int | 
     trainer = Trainer(cfg, run_dir, resume=resume_dir is not None)
     try:
         summary = trainer.fit(stop_at_step)
+        # Every rank reaches the end before any tears its process group down: a gloo rank destroyed while
+        # its peer still writes the summary aborted at exit ("terminate called without an active exception").
+        dist_utils.barrier(trainer.ctx)
     finally:
         dist_utils.shutdown(trainer.ctx)
     summary["run_dir"] = str(run_dir)
