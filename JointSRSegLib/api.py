@@ -97,7 +97,9 @@ def predict(
     ``seg_model="atropos"`` segments the SR/interp output of ``model`` with ANTs Atropos
     (:mod:`JointSRSegLib.atropos`); ``model="atropos"`` is ``model="bspline", seg_model="atropos"``.
     ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
-    Atropos options: ``n4`` (bias correction first), ``atropos_iterations`` (EM iterations, default 5).
+    Atropos options: ``n4`` (bias correction first), ``atropos_iterations`` (EM iterations, default 5),
+    ``atropos_priors`` (``"template"``: registered MNI152 GM/WM priors, the default; ``"none"``: k-means),
+    ``atropos_prior_weight`` (default 0.25).
     """
     check_predict_arguments(inputs, model, tasks, scale, axis, device, uncertainty, progress, cancel, options)
     started = time.perf_counter()
@@ -181,7 +183,7 @@ def _run_with_atropos(
 ) -> tuple[dict[str, Volume], dict]:
     """``model`` does SR/interp (B-spline for ``model="atropos"``), Atropos segments its output on the
     same grid; ``tasks=("seg",)`` alone segments the sr protocol grid (``factor=1``: the input grid)."""
-    from .atropos import DEFAULT_ITERATIONS, import_ants, segment_tissues
+    from .atropos import DEFAULT_ITERATIONS, DEFAULT_PRIOR_WEIGHT, DEFAULT_PRIORS, import_ants, segment_tissues
 
     import_ants()  # a missing antspyx is reported before any SR work
     image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())
@@ -208,6 +210,8 @@ def _run_with_atropos(
                 iterations=int(options.get("atropos_iterations", DEFAULT_ITERATIONS)),
                 threads=options.get("threads"),
                 uncertainty=uncertainty,
+                priors=options.get("atropos_priors") or DEFAULT_PRIORS,
+                prior_weight=float(options.get("atropos_prior_weight", DEFAULT_PRIOR_WEIGHT)),
             )
         outputs["seg"] = Volume.from_grid(result.labels[None], source.grid, source=volume.source)
         if result.uncertainty is not None:

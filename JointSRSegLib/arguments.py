@@ -29,6 +29,8 @@ PREDICT_OPTIONS: Mapping[str, str] = {
     "max_steps": "step limit of the self-supervised mode",
     "n4": "N4 bias correction before Atropos",
     "atropos_iterations": "EM iterations of Atropos",
+    "atropos_priors": "template (registered MNI152 GM/WM priors, the default) or none (k-means) for Atropos",
+    "atropos_prior_weight": "weight of the template priors in Atropos, 0-1 (default 0.25)",
 }
 
 

@@ -56,6 +56,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``batch``: what to compute and with which model."""
+    from .atropos import PRIOR_MODES
+
     p.add_argument(
         "--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg"
     )
@@ -77,6 +79,12 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=("atropos",),
         help="segment the output of --model with this classical method instead (ANTs Atropos, extra 'atropos')",
+    )
+    p.add_argument(
+        "--atropos-priors",
+        default="template",
+        choices=PRIOR_MODES,
+        help="Atropos: template = MNI152 GM/WM priors registered to the scan (default), none = k-means only",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument(
@@ -110,6 +118,7 @@ def predict_options(args: argparse.Namespace) -> dict:
         "uncertainty_method": args.uncertainty_method,
         "time_budget": args.time_budget,
         "seg_model": args.seg_model,
+        "atropos_priors": args.atropos_priors,
     }
 
 
