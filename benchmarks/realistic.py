@@ -625,12 +625,12 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace (or append) the generated block in ``doc``; the rest of the file is left as it is."""
+def write_section(doc: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace (or append) the generated block ``begin``..``end`` in ``doc``; the rest of the file is kept."""
     text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section

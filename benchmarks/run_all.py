@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# realistic after quality: quality.py rewrites docs/benchmarks.md, realistic.py then re-inserts its generated block.
-BENCHMARKS = ("scale", "speed", "selfsr", "quality", "realistic")
+# realistic and uncertainty after quality: quality.py rewrites docs/benchmarks.md, they re-insert their blocks.
+BENCHMARKS = ("scale", "speed", "selfsr", "quality", "realistic", "uncertainty")
 
 
 def main() -> None:
