@@ -262,3 +262,8 @@ def test_merge_of_partial_runs(tiny_run):
     by = {(r["case"], r["method"]): r for r in again["rows"]}
     assert len(again["rows"]) == len(rows) and by[(redo["case"], redo["method"])]["psnr_head"] == -1.0
     assert again["threads"] == [1, 2]
+    # a merge merges again: its runs are kept one by one (commands, threads), not nested
+    twice = rb.merge_payloads([again, {**base, "command": "run 4", "threads": 4, "cases": described[:1],
+                                       "orientation_agreement": [], "rows": [redo]}])  # fmt: skip
+    assert twice["command"] == "run 2 ; run 3 ; run 4" and twice["threads"] == [1, 2, 4]
+    assert [run["command"] for run in twice["merged_from"]] == ["run 2", "run 3", "run 4"]

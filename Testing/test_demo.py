@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 from conftest import SAMPLE
+from scipy import ndimage
 
 from JointSRSegLib.cli import main
-from JointSRSegLib.degradation import simulate_thick_slices
+from JointSRSegLib.degradation import crop_to_grid, simulate_thick_slices
 from JointSRSegLib.demo import demo_plan
 from JointSRSegLib.io import read_volume
 
@@ -65,4 +66,9 @@ def test_demo_writes_outputs_report_and_preview(tmp_path, capsys):
     assert demo["sr_model"] == plan.sr_model and demo["seg_model"] == plan.seg_model
     seg = read_volume(out / "seg.nii.gz")
     assert seg.grid.almost_equal(sr.grid, tol=1e-5) and set(np.unique(seg.array)) <= {0, 1, 2}
-    assert demo["metrics_vs_hr"]["segmentation"]["mean_dice"] > 0.7  # 0.77 whole sample, swinsr v1.3
+    # 0.925 whole sample with atropos on the self-SR output (its MNI152 priors are this very template: the
+    # sample is the training template, an upper bound; docs/benchmarks.md has the unseen subjects)
+    assert demo["metrics_vs_hr"]["segmentation"]["mean_dice"] > 0.85
+    on_hr = crop_to_grid(hr, seg.grid).array[0]
+    outside = ndimage.binary_dilation(on_hr > 0, iterations=2) == 0  # clearly outside the (skull-stripped) brain
+    assert np.count_nonzero(seg.array[0][outside]) <= 1e-3 * np.count_nonzero(outside)

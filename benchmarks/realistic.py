@@ -664,14 +664,16 @@ def merge_payloads(payloads: list[dict]) -> dict:
     skipped: dict[str, str] = {}
     for p in payloads:
         skipped.update(p.get("skipped", {}))
+    # A payload that is itself a merge contributes its own runs, so merges can be merged again.
+    runs = [run for p in payloads for run in p.get("merged_from") or [
+        {"command": p["command"], "threads": p.get("threads"), "methods": p.get("methods")}]]
     return {
         **first,
         "complete": all(name in cases for name in planned),
-        "command": " ; ".join(p["command"] for p in payloads),
-        "merged_from": [{"command": p["command"], "threads": p.get("threads"), "methods": p.get("methods")}
-                        for p in payloads],
+        "command": " ; ".join(run["command"] for run in runs),
+        "merged_from": runs,
         "methods": list(dict.fromkeys(m for p in payloads for m in p.get("methods", []))),
-        "threads": sorted({p.get("threads") for p in payloads if p.get("threads") is not None}),
+        "threads": sorted({run["threads"] for run in runs if isinstance(run.get("threads"), int)}),
         "skipped": skipped,
         "cases": list(cases.values()),
         "planned_cases": planned,
