@@ -278,6 +278,18 @@ def template_priors(image, mask: np.ndarray, ants) -> tuple[np.ndarray, np.ndarr
     return warped[0], warped[1], overlap
 
 
+def ants_geometry(volume: Volume) -> dict:
+    """``origin`` / ``spacing`` / ``direction`` for ANTs images of ``volume``, rounded to float32.
+
+    ANTsPy hands the priors to Atropos as NIfTI files (float32 geometry), and ITK refuses to add them to the
+    in-memory image when the origins differ by more than 1e-6 of a voxel -- a real 0.87 mm scan failed so.
+    The labels go back onto the input's exact grid; ANTs' geometry only places the template.
+    """
+    return {"origin": [float(np.float32(v)) for v in volume.origin],
+            "spacing": [float(np.float32(v)) for v in volume.spacing],
+            "direction": np.asarray(volume.direction, dtype=np.float32).astype(np.float64)}
+
+
 def _prior_means(image: np.ndarray, prior_stack: np.ndarray) -> dict[str, float]:
     """Mean intensity under each registered prior (CSF, GM, WM): the contrast, before any clustering."""
     weights = prior_stack.reshape(3, -1)
@@ -336,10 +348,10 @@ def segment_tissues(
     low, high = np.percentile(inside, [0.5, 99.5])
     scaled = np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
 
+    geometry = ants_geometry(volume)
+
     def to_ants(a: np.ndarray):
-        return ants.from_numpy(
-            np.ascontiguousarray(a), origin=list(volume.origin), spacing=list(spacing), direction=volume.direction
-        )
+        return ants.from_numpy(np.ascontiguousarray(a), **geometry)
 
     image, ants_mask = to_ants(scaled), to_ants(mask.astype(np.float32))
     if n4:

@@ -217,6 +217,32 @@ def _real_anatomy(contrast: str = "t2", variant: str = "stripped") -> tuple[Volu
     return crop(volume.with_array(image[None]), box), truth
 
 
+def test_ants_images_keep_their_geometry_through_nifti(tmp_path):
+    """ANTsPy writes Atropos' priors to NIfTI; read back they must occupy the image's physical space exactly (a
+    real 0.868 mm scan, origin (-72.17603536780437, ...), failed with "Inputs do not occupy the same physical
+    space" before the geometry was rounded to float32)."""
+    import ants
+
+    from JointSRSegLib.atropos import ants_geometry
+
+    angle = np.deg2rad(3.4)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    volume = Volume(np.zeros((4, 5, 6), np.float32), (0.8680555820465088, 0.8680555820465088, 0.9999313354492188),
+                    (-72.17603536780437, 73.59787670256313, -52.76275634765625), turn, source="real-like")
+    raw = {"origin": list(volume.origin), "spacing": list(volume.spacing), "direction": volume.direction}
+    mismatch = {}
+    for name, geometry in (("raw", raw), ("rounded", ants_geometry(volume))):
+        image = ants.from_numpy(np.zeros(volume.shape, np.float32), **geometry)
+        path = str(tmp_path / f"{name}.nii.gz")
+        ants.image_write(image, path)
+        back = ants.image_read(path)
+        mismatch[name] = float(np.max(np.abs(np.subtract(back.origin, image.origin))))
+        if name == "rounded":
+            assert back.origin == image.origin and back.spacing == image.spacing
+            assert np.max(np.abs(back.direction - image.direction)) < 1e-6
+    assert mismatch["raw"] > 1e-6 * volume.spacing[0]  # what ITK's physical-space check rejected
+
+
 def _real_anatomy_dice(contrast: str, priors: str) -> tuple[list[float], dict]:
     hr, truth = _real_anatomy(contrast)
     lr = simulate_thick_slices(hr, 2, AXIS)
