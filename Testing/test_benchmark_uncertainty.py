@@ -12,6 +12,7 @@ from benchmarks.uncertainty import (
     decile_error_rates,
     error_calibration,
     markdown,
+    merge_payloads,
     seg_scores,
     sr_scores,
     top_overlap,
@@ -96,3 +97,17 @@ def test_markdown_lists_every_scored_row_and_failure():
     assert "| c1 | `atropos:auto` | 0.200 | 0.910 | 0.800 |" in text
     assert "| c1 | `self:auto` | 0.400 | 0.200 | 0.300 | 0.100 | 60 (–×) |" in text
     assert "c2 `x:auto`: InputError: nope" in text
+
+
+def test_merge_replaces_a_re_run_row_and_keeps_the_rest():
+    base = {"threads": 2, "date": "d", "environment": {}, "wall_s": 1.0}
+    first = {**base, "command": "run 1", "cases": ["a", "b"], "methods": ["m:auto", "n:auto"],
+             "rows": [{"case": "a", "method": "m:auto", "seconds": 1.0},
+                      {"case": "b", "method": "m:auto", "error": "x"},
+                      {"case": "b", "method": "n:auto", "seconds": 2.0}]}
+    redo = {**base, "command": "run 2", "cases": ["b"], "methods": ["m:auto"],
+            "rows": [{"case": "b", "method": "m:auto", "seconds": 3.0}]}
+    merged = merge_payloads([first, redo])
+    assert merged["command"] == "run 1 ; run 2" and merged["wall_s"] == 2.0
+    assert [(r["case"], r["method"], r.get("seconds")) for r in merged["rows"]] == [
+        ("a", "m:auto", 1.0), ("b", "m:auto", 3.0), ("b", "n:auto", 2.0)]

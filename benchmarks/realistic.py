@@ -453,8 +453,8 @@ def _machine_line(env: dict) -> str:
     versions = env.get("versions", {})
     return (f"CPU {env.get('cpu_model', m.get('processor', '?'))} ({m.get('cpu_count', '?')} logical cores, "
             f"{m.get('platform', '')}), device {env.get('device', 'cpu')}, {env.get('torch_threads', '?')} torch "
-            f"thread(s), OMP_NUM_THREADS={env.get('omp_num_threads', 'unset')}, torch {versions.get('torch', '?')}, "
-            f"jointsrseg {versions.get('jointsrseg', '?')}")
+            f"thread(s), OMP_NUM_THREADS={env.get('omp_num_threads', 'not recorded')}, "
+            f"torch {versions.get('torch', '?')}, jointsrseg {versions.get('jointsrseg', '?')}")
 
 
 def _method_cell(method: str) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from scipy import ndimage, stats
 from JointSRSegLib.degradation import simulate_thick_slices
 
 from .common import ROOT, environment, write_result
-from .realistic import _machine_line, write_section
+from .realistic import _cpu_model, _machine_line, write_section
 from .realistic_cases import FACTOR, generate_cases
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -293,6 +294,19 @@ def reliability_png(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def merge_payloads(payloads: list[dict]) -> dict:
+    """One report from several runs (a method re-run on a case replaces that row); every command is kept."""
+    rows: dict[tuple[str, str], dict] = {}
+    for payload in payloads:
+        rows.update({(row["case"], row["method"]): row for row in payload["rows"]})
+    cases = list(dict.fromkeys(case for payload in payloads for case in payload["cases"]))
+    order = {case: i for i, case in enumerate(cases)}
+    return {**payloads[0], "command": " ; ".join(p["command"] for p in payloads), "cases": cases,
+            "methods": list(dict.fromkeys(m for p in payloads for m in p["methods"])),
+            "rows": sorted(rows.values(), key=lambda row: order.get(row["case"], len(order))),
+            "wall_s": round(sum(p["wall_s"] for p in payloads), 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -303,7 +317,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", default="full", help="the realistic subset the cases come from")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--self-budget", type=float, default=60.0)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="combine these reports (rows keyed by case and method, later files win) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        payload = merge_payloads([json.loads(path.read_text(encoding="utf-8")) for path in args.merge])
+        write_result(args.out, payload)
+        reliability_png(payload["rows"], args.png)
+        write_section(args.doc, markdown(payload), BEGIN, END)
+        return
     started = time.perf_counter()
     cases = [case for case in generate_cases(args.subset, "brain", orientations=("LIA",), only=args.only)
              if case["name"] in args.only]
@@ -311,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"benchmark": "uncertainty", "command": "python -m benchmarks.uncertainty " + " ".join(sys.argv[1:]),
                "threads": args.threads, "date": time.strftime("%Y-%m-%d"), "cases": [c["name"] for c in cases],
                "methods": args.methods, "rows": rows, "wall_s": round(time.perf_counter() - started, 1),
-               "environment": environment()}
+               "environment": {**environment(), "cpu_model": _cpu_model(),
+                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset")}}
     write_result(args.out, payload)
     reliability_png(rows, args.png)
     write_section(args.doc, markdown(payload), BEGIN, END)
