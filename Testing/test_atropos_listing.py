@@ -78,7 +78,7 @@ def test_slicer_segments_with_atropos_on_mrml(app):
     """model=atropos and model=bspline + segModel=atropos give the same GM/WM segmentation nodes."""
     from JointSRSegModule import nodes
     from JointSRSegModule.logic import JointSRSegLogic
-    from test_atropos import FACTOR, ITERATIONS, dice, phantom
+    from test_atropos import FACTOR, ITERATIONS, PHANTOM_PRIORS, dice, phantom
 
     from JointSRSegLib.api import predict
     from JointSRSegLib.degradation import simulate_thick_slices
@@ -93,7 +93,7 @@ def test_slicer_segments_with_atropos_on_mrml(app):
 
     def spy(*args, **kwargs):
         calls.append(dict(kwargs))
-        return predict(*args, atropos_iterations=ITERATIONS, **kwargs)
+        return predict(*args, atropos_iterations=ITERATIONS, atropos_priors=PHANTOM_PRIORS, **kwargs)
 
     logic.predictFunction = spy
     with pytest.raises(InputError, match="not seg"):  # B-spline alone does no segmentation
@@ -110,7 +110,8 @@ def test_slicer_segments_with_atropos_on_mrml(app):
     assert calls[-2].get("seg_model") is None and calls[-2]["model"] == "atropos"
     assert calls[-1]["seg_model"] == "atropos" and calls[-1]["model"] == "bspline"
     assert '"segModel": "atropos"' in nodes.provenance_of(outputs["sr"])["parameters"]
-    result = predict(lr, model="atropos", tasks=("sr", "seg"), scale=FACTOR, atropos_iterations=ITERATIONS)
+    result = predict(lr, model="atropos", tasks=("sr", "seg"), scale=FACTOR, atropos_iterations=ITERATIONS,
+                     atropos_priors=PHANTOM_PRIORS)
     labels = result.outputs["seg"].array[0]
     assert dice(labels, truth, 1) >= 0.8 and dice(labels, truth, 2) >= 0.9
     assert arrays["atropos"][0] > 0 and arrays["atropos"][1] > 0
