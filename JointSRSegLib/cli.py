@@ -72,7 +72,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default="bspline",
         help="model id, package path, or baseline: nearest, linear, bspline, "
-        "lanczos (images), contour (label maps), atropos (B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",
+        "lanczos (images), contour (label maps), atropos (B-spline + ANTs Atropos GM/WM); "
+        "self (trained on the scan itself), adapt (the shipped prior fine-tuned on the scan); see 'jointsrseg models'",
     )
     p.add_argument(
         "--seg-model",
@@ -100,7 +101,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="auto: the model's own heads (aleatoric SR, softmax entropy); tta: flip test-time augmentation; "
         "mc_dropout: Monte-Carlo dropout samples",
     )
-    p.add_argument("--time-budget", type=float, default=300.0, help="seconds of self-training for --model self")
+    p.add_argument("--time-budget", type=float, default=300.0,
+                   help="ceiling in seconds for --model self / adapt (training stops earlier when it converges)")
 
 
 def predict_options(args: argparse.Namespace) -> dict:
@@ -243,10 +245,15 @@ def _cmd_models() -> int:
     print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
         print(f"{r.id:<{width}}  {r.source:<8}  {','.join(r.tasks):<16}  {','.join(r.inputs):<22}  {r.scale}")
+    from .selfsr_prior import available_priors
+
     print(
         "self" + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        any factor 2-8 "
         "(trains on the scan itself)"
     )
+    priors = ", ".join(f"{p} x{f}" for p, f in available_priors()) or "none shipped"
+    print("adapt" + " " * max(2, width - 3) + f"  built-in  sr,interp          one-channel image       {priors} "
+          "(shipped prior fine-tuned on the scan)")
     return 0
 
 

@@ -18,6 +18,7 @@ from JointSRSegLib.baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, base
 from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
+from JointSRSegLib.selfsr_prior import available_priors
 from JointSRSegLib.volume import Volume
 
 # The library's baselines (JointSRSegLib.baselines, the one list), B-spline first: the fallback model.
@@ -30,6 +31,7 @@ TISSUE_LABELS = [
     {"value": 2, "name": "White matter", "color": [240, 240, 200]},
 ]
 SELF_SUPERVISED = "self"
+ADAPTATION = "adapt"  # the shipped self-SR prior fine-tuned on the scan (JointSRSegLib.selfsr_prior)
 THROUGH_PLANE = ("sr", "interp")  # protocols of the classical interpolators and the self-supervised mode
 RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
@@ -166,6 +168,24 @@ def describe_self_supervised() -> ModelDescription:
         license="Apache-2.0 (part of JointSRSeg)",
         intended_use="Research use, not for diagnosis.",
         expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 300},
+    )
+
+
+def describe_adaptation() -> ModelDescription:
+    """The shipped self-SR prior fine-tuned on the input: ``self`` started from a trained network."""
+    return ModelDescription(
+        id=ADAPTATION,
+        name="Adapted SR (shipped prior + self-training)",
+        description="Starts from a small SR network pre-trained on real and synthetic head scans and fine-tunes "
+        "it on the volume's own in-plane detail; stops when its held-back loss stops improving. "
+        "Thick-slice (sr) input, one-channel images.",
+        tasks=("sr",),
+        inputs=(("image", "any"),),
+        license="Apache-2.0 (part of JointSRSeg); prior trained on OpenNeuro ds002748 (CC0) and SynthSeg "
+        "label maps (Apache-2.0)",
+        intended_use="Research use, not for diagnosis.",
+        expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 120},
+        factors=tuple(sorted(f for protocol, f in available_priors() if protocol == "sr")),
     )
 
 
