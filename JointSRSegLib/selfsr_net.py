@@ -103,7 +103,8 @@ class CompactSRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base(x)
-        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+        dtype, enabled = self.trunk_dtype or torch.bfloat16, self.trunk_dtype is not None
+        with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
             f = self.head(x)
             f = f + self.body(f)
             residual = self.tail(self.up(f))
