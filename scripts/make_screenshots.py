@@ -94,12 +94,11 @@ def render_slice_view(view, path: str | Path | None = None, offset_ras: float | 
     return np.ascontiguousarray(pixels)
 
 
-TISSUE_LABELS = [
-    {"value": 1, "name": "Grey matter", "color": [230, 160, 120],
-     "snomed": {"type": {"code": "39607008", "meaning": "Grey matter"}}},
-    {"value": 2, "name": "White matter", "color": [110, 170, 230],
-     "snomed": {"type": {"code": "36565002", "meaning": "White matter"}}},
-]
+def _tissue_labels() -> list[dict]:
+    """The GM/WM labels with their SNOMED CT codes, as the atropos baseline lists them."""
+    from JointSRSegModule.checks import TISSUE_LABELS
+
+    return [dict(label) for label in TISSUE_LABELS]
 
 
 def _thick(app, path: Path, factor: int):
@@ -144,7 +143,7 @@ def make_screenshots(out_dir: Path, size: tuple[int, int] = (480, 480), factor: 
     labels_node, labels = _thick(app, sample / "MNI152_tissue_1mm.nii.gz", factor)
     label_sr = predict(labels.with_array(np.rint(labels.array).astype("uint8")), model="nearest", tasks=("sr",),
                        scale=factor).outputs["sr"]
-    seg = logic.createOutputNodes(node, {"seg": label_sr}, scale=factor, labels=TISSUE_LABELS)["seg"]
+    seg = logic.createOutputNodes(node, {"seg": label_sr}, scale=factor, labels=_tissue_labels())["seg"]
     seg.GetDisplayNode().SetOpacity2DFill(0.45)
     nodes.show_in_slice_views(app.scene, sr, None, 0.0)
     app.scene.RemoveNode(labels_node)

@@ -20,6 +20,7 @@ import vtk
 from vtk.util import numpy_support
 
 from JointSRSegLib.errors import InputError
+from JointSRSegLib.terminology import label_terminology, slicer_terminology_entry
 from JointSRSegLib.volume import Grid, Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -155,19 +156,10 @@ def label_color(label: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 def terminology_entry(label: Mapping[str, Any]) -> str | None:
-    """Slicer's terminology string for a label's SNOMED codes (``None`` when the package has none)."""
-    codes = label.get("snomed")
-    if not isinstance(codes, Mapping) or "type" not in codes:
-        return None
-
-    def code(entry: Any) -> str:
-        if not isinstance(entry, Mapping):
-            return "^^"
-        return f"{entry.get('scheme', 'SCT')}^{entry.get('code', '')}^{entry.get('meaning', '')}"
-
-    context = codes.get("context", "Segmentation category and type - DICOM master list")
-    category = code(codes.get("category", {"code": "85756007", "meaning": "Tissue"}))
-    return f"{context}~{category}~{code(codes['type'])}~^^~Anatomic codes - DICOM master list~^^~^^"
+    """Slicer's ``TerminologyEntry`` string for a label: the package's SNOMED codes, else the codes
+    of its tissue name (``JointSRSegLib.terminology``); ``None`` for a label with neither."""
+    codes = label_terminology(label)
+    return slicer_terminology_entry(codes) if codes else None
 
 
 def fill_segmentation(
