@@ -151,6 +151,48 @@ def tag(segment, name: str) -> str | None:
     return str(value) if segment.GetTag(name, value) else None
 
 
+def slicer_geometry(volume_node) -> str:
+    """What Slicer serialises as the reference geometry of this volume."""
+    matrix = slicer.util.vtkMatrixFromArray(nodes.node_ijk_to_ras(volume_node))
+    return slicer.vtkSegmentationConverter.SerializeImageGeometry(matrix, volume_node.GetImageData())
+
+
+@pytest.mark.parametrize("transformed", [False, True])
+def test_segments_terminology_and_source_volume(scene, transformed):
+    node, volume = thick_input(scene, transformed)
+    labels_meta = json.loads(PACKAGE.read_text(encoding="utf-8"))["labels"]
+    grid = subdivide_grid(volume.grid, 4, 2)
+    sr = Volume.from_grid(np.ones((1, *grid.size), np.float32), grid)
+    outputs = JointSRSegLogic(scene).createOutputNodes(
+        node, {"sr": sr, "seg": sr.with_array(tissue_labels(grid)[None])}, scale=4, labels=labels_meta)
+    seg, sr_node = outputs["seg"], outputs["sr"]
+    segmentation = seg.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == [
+        "Grey matter", "White matter"]
+    for label in labels_meta:
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(label["name"]))
+        np.testing.assert_allclose(segment.GetColor(), np.array(label["color"]) / 255.0, atol=1e-7)
+        assert tag(segment, "TerminologyEntry") == slicer_terminology_entry(label["snomed"])
+    # the source volume Segment Editor picks, and exactly Slicer's geometry string for it
+    assert seg.GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE) == sr_node.GetID()
+    parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    assert segmentation.GetConversionParameter(parameter) == slicer_geometry(sr_node)
+    assert nodes.reference_grid(seg).almost_equal(nodes.node_grid(sr_node), 1e-9)
+    assert seg.GetParentTransformNode() is node.GetParentTransformNode() is sr_node.GetParentTransformNode()
+
+
+def test_segmentation_without_sr_output_references_the_input(scene):
+    """Labels on the SR grid of a thick input with no SR node: full-resolution geometry, input as source."""
+    node, volume = thick_input(scene, transformed=False)
+    grid = subdivide_grid(volume.grid, 4, 2)
+    labels = Volume.from_grid(tissue_labels(grid)[None], grid)
+    seg = JointSRSegLogic(scene).createOutputNodes(node, {"seg": labels}, scale=4,
+                                                   labels=checks.TISSUE_LABELS)["seg"]
+    assert seg.GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE) == node.GetID()
+    assert nodes.reference_grid(seg).almost_equal(grid, 1e-6)
+    assert not nodes.reference_grid(seg).almost_equal(volume.grid, 1e-3)
+
+
 def test_terminology_survives_a_seg_nrrd_round_trip(scene, tmp_path):
     node, volume = thick_input(scene, transformed=False)
     grid = subdivide_grid(volume.grid, 4, 2)
