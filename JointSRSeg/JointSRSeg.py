@@ -58,9 +58,11 @@ See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">
 <p><b>For research use only, not for diagnosis or treatment.</b></p>
 """
         self.parent.acknowledgementText = """
-Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre).
+Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre) and
+OpenNeuro ds000011 (Foerde, Knowlton &amp; Poldrack 2006; public domain, acknowledging OpenfMRI and NSF grant
+OCI-1131441).
 Inspired by the TotalSegmentator, MONAIAuto3DSeg and nnU-Net Slicer extensions."""
-        # Sample Data entries (the bundled MNI152 sample), once the application has started.
+        # Sample Data entries (a real 5 mm T2 and the MNI152 sample), once the application has started.
         slicer.app.connect("startupCompleted()", lambda: _registerSampleData(self.parent))
 
 
