@@ -444,7 +444,9 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
     B-spline in-process, and a shipped package in the worker process the panel uses."""
 
     MODEL_ID = "bspline"
-    # The shipped package the panel preselects for thick-slice SR + segmentation x4.
+    # The shipped package the panel preselects for thick-slice SR x4 (tasks, protocol, scale); it also
+    # segments and gives uncertainty, so one small run covers every output a package produces.
+    PACKAGE_REQUEST = (("sr",), "sr", 4)
     PACKAGE_TASKS = ("sr", "seg")
 
     def setUp(self) -> None:
@@ -517,25 +519,44 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
         self.assertIs(JointSRSegLogic().getParameterNode(), node)
 
     def test_shipped_package_in_worker(self) -> None:
-        """The panel's path: a shipped package in the worker process on a small input, imported back."""
+        """The panel's path through the logic: a shipped package (not a classical method) in the worker
+        process on a small input; SR, segmentation (names, terminology, source volume) and uncertainty
+        imported back on the SR grid, with the package's provenance."""
         import importlib.util
 
+        import numpy as np
         from JointSRSegModule import nodes
 
         from JointSRSegLib.geometry import subdivide_grid
+        from JointSRSegLib.packaging import resolve_model
 
         logic = JointSRSegLogic()
-        package = logic.defaultModel(self.PACKAGE_TASKS, "sr", 4)
-        if package == self.MODEL_ID or importlib.util.find_spec("torch") is None:
+        models = {m.id: m for m in logic.availableModels()}
+        package = logic.defaultModel(*self.PACKAGE_REQUEST)
+        self.assertEqual(models[package].source, "builtin", f"{package} is not a shipped package")
+        if importlib.util.find_spec("torch") is None:
             self.delayDisplay("Skipped the shipped-package test: PyTorch is not installed (press Apply once)")
             return
         self.delayDisplay(f"{package} in the worker process")
         node, volume = self._thick_volume(size=(32, 32, 8))
-        request = logic.prepare(node, model=package, tasks=self.PACKAGE_TASKS, scale=4, device="cpu")
+        request = logic.prepare(node, model=package, tasks=self.PACKAGE_TASKS, scale=4, device="cpu",
+                                uncertainty=True)
         run = logic.runInWorker(request)
         self.assertTrue(run.wait(600), "the worker did not finish within 10 minutes")
         outputs = run.finish()
-        self.assertTrue(nodes.node_grid(outputs["sr"]).almost_equal(subdivide_grid(volume.grid, 4, 2)))
-        self.assertGreater(outputs["seg"].GetSegmentation().GetNumberOfSegments(), 0)
-        self.assertEqual(outputs["sr"].GetAttribute("JointSRSeg.model"), package)
+        grid = subdivide_grid(volume.grid, 4, 2)
+        sr = outputs["sr"]
+        self.assertTrue(nodes.node_grid(sr).almost_equal(grid))
+        self.assertEqual(sr.GetAttribute("JointSRSeg.model"), package)
+        self.assertEqual(sr.GetAttribute("JointSRSeg.weightsSha256"), resolve_model(package).metadata["weights_sha256"])
+        segmentation = outputs["seg"].GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(names, [label["name"] for label in models[package].labels])
+        for i in range(segmentation.GetNumberOfSegments()):
+            self.assertIn("~SCT^", segmentation.GetNthSegment(i).GetTerminology())
+        self.assertEqual(outputs["seg"].GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE), sr.GetID())
+        uncertainty = outputs["uncertainty_sr"]
+        self.assertTrue(nodes.node_grid(uncertainty).almost_equal(grid))
+        values = slicer.util.arrayFromVolume(uncertainty)
+        self.assertTrue(np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0)
         self.delayDisplay("Test passed")
