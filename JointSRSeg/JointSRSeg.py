@@ -47,14 +47,16 @@ class JointSRSeg(ScriptedLoadableModule):
 <li><b>Slice interpolation</b>: R-1 slices are inserted between neighbouring slices
 (gapped acquisitions).</li>
 <li><b>Segmentation</b>: labels on the SR grid, as a segmentation node with the model's
-segment names and colours.</li>
+segment names and colours, SNOMED CT terminology, and the SR volume as its source volume.</li>
 <li><b>Uncertainty</b>: 0 (certain) to 1 (uncertain), shown over the SR volume.</li>
 </ul>
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
 <a href="https://arxiv.org/abs/2106.06011">SwinIR/SwinUNETR</a>,
 <a href="https://arxiv.org/abs/2003.04993">disentangled SR</a> and
 <a href="https://arxiv.org/abs/1703.04977">aleatoric/epistemic uncertainty (Kendall &amp; Gal 2017)</a>.
-See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.</p>
+See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.
+To try it: Sample Data module, JointSRSeg, <i>T2 5 mm slices (OpenNeuro ds000011)</i>, then Apply.
+Needs Slicer 5.10 or later.</p>
 <p><b>For research use only, not for diagnosis or treatment.</b></p>
 """
         self.parent.acknowledgementText = """
