@@ -47,20 +47,24 @@ class JointSRSeg(ScriptedLoadableModule):
 <li><b>Slice interpolation</b>: R-1 slices are inserted between neighbouring slices
 (gapped acquisitions).</li>
 <li><b>Segmentation</b>: labels on the SR grid, as a segmentation node with the model's
-segment names and colours.</li>
+segment names and colours, SNOMED CT terminology, and the SR volume as its source volume.</li>
 <li><b>Uncertainty</b>: 0 (certain) to 1 (uncertain), shown over the SR volume.</li>
 </ul>
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
 <a href="https://arxiv.org/abs/2106.06011">SwinIR/SwinUNETR</a>,
 <a href="https://arxiv.org/abs/2003.04993">disentangled SR</a> and
 <a href="https://arxiv.org/abs/1703.04977">aleatoric/epistemic uncertainty (Kendall &amp; Gal 2017)</a>.
-See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.</p>
+See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.
+To try it: Sample Data module, JointSRSeg, <i>T2 5 mm slices (OpenNeuro ds000011)</i>, then Apply.
+Needs Slicer 5.10 or later.</p>
 <p><b>For research use only, not for diagnosis or treatment.</b></p>
 """
         self.parent.acknowledgementText = """
-Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre).
+Built on 3D Slicer, MONAI, PyTorch and SimpleITK. Sample data: MNI152 (McConnell Brain Imaging Centre) and
+OpenNeuro ds000011 (Foerde, Knowlton &amp; Poldrack 2006; public domain, acknowledging OpenfMRI and NSF grant
+OCI-1131441).
 Inspired by the TotalSegmentator, MONAIAuto3DSeg and nnU-Net Slicer extensions."""
-        # Sample Data entries (the bundled MNI152 sample), once the application has started.
+        # Sample Data entries (a real 5 mm T2 and the MNI152 sample), once the application has started.
         slicer.app.connect("startupCompleted()", lambda: _registerSampleData(self.parent))
 
 
@@ -442,7 +446,9 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
     B-spline in-process, and a shipped package in the worker process the panel uses."""
 
     MODEL_ID = "bspline"
-    # The shipped package the panel preselects for thick-slice SR + segmentation x4.
+    # A shipped package that does thick-slice SR + segmentation x4 with uncertainty, so one small run
+    # covers every output a package produces: the panel's default for SR x4 when it is such a package.
+    PACKAGE_REQUEST = (("sr",), "sr", 4)
     PACKAGE_TASKS = ("sr", "seg")
 
     def setUp(self) -> None:
@@ -515,25 +521,51 @@ class JointSRSegTest(ScriptedLoadableModuleTest):
         self.assertIs(JointSRSegLogic().getParameterNode(), node)
 
     def test_shipped_package_in_worker(self) -> None:
-        """The panel's path: a shipped package in the worker process on a small input, imported back."""
+        """The panel's path through the logic: a shipped package (not a classical method) in the worker
+        process on a small input; SR, segmentation (names, terminology, source volume) and uncertainty
+        imported back on the SR grid, with the package's provenance."""
         import importlib.util
 
+        import numpy as np
         from JointSRSegModule import nodes
 
         from JointSRSegLib.geometry import subdivide_grid
+        from JointSRSegLib.packaging import resolve_model
 
         logic = JointSRSegLogic()
-        package = logic.defaultModel(self.PACKAGE_TASKS, "sr", 4)
-        if package == self.MODEL_ID or importlib.util.find_spec("torch") is None:
+        models = {m.id: m for m in logic.availableModels()}
+        tasks, protocol, scale = self.PACKAGE_REQUEST
+        candidates = sorted(
+            m.id for m in models.values()
+            if m.source == "builtin" and set(self.PACKAGE_TASKS) <= set(m.tasks) and protocol in m.protocols
+            and scale in m.factors and m.uncertainty
+        )
+        self.assertTrue(candidates, "no shipped package does thick-slice SR + segmentation x4")
+        preferred = logic.defaultModel(tasks, protocol, scale)
+        package = preferred if preferred in candidates else candidates[0]
+        if importlib.util.find_spec("torch") is None:
             self.delayDisplay("Skipped the shipped-package test: PyTorch is not installed (press Apply once)")
             return
         self.delayDisplay(f"{package} in the worker process")
         node, volume = self._thick_volume(size=(32, 32, 8))
-        request = logic.prepare(node, model=package, tasks=self.PACKAGE_TASKS, scale=4, device="cpu")
+        request = logic.prepare(node, model=package, tasks=self.PACKAGE_TASKS, scale=4, device="cpu",
+                                uncertainty=True)
         run = logic.runInWorker(request)
         self.assertTrue(run.wait(600), "the worker did not finish within 10 minutes")
         outputs = run.finish()
-        self.assertTrue(nodes.node_grid(outputs["sr"]).almost_equal(subdivide_grid(volume.grid, 4, 2)))
-        self.assertGreater(outputs["seg"].GetSegmentation().GetNumberOfSegments(), 0)
-        self.assertEqual(outputs["sr"].GetAttribute("JointSRSeg.model"), package)
+        grid = subdivide_grid(volume.grid, 4, 2)
+        sr = outputs["sr"]
+        self.assertTrue(nodes.node_grid(sr).almost_equal(grid))
+        self.assertEqual(sr.GetAttribute("JointSRSeg.model"), package)
+        self.assertEqual(sr.GetAttribute("JointSRSeg.weightsSha256"), resolve_model(package).metadata["weights_sha256"])
+        segmentation = outputs["seg"].GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(names, [label["name"] for label in models[package].labels])
+        for i in range(segmentation.GetNumberOfSegments()):
+            self.assertIn("~SCT^", segmentation.GetNthSegment(i).GetTerminology())
+        self.assertEqual(outputs["seg"].GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE), sr.GetID())
+        uncertainty = outputs["uncertainty_sr"]
+        self.assertTrue(nodes.node_grid(uncertainty).almost_equal(grid))
+        values = slicer.util.arrayFromVolume(uncertainty)
+        self.assertTrue(np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0)
         self.delayDisplay("Test passed")

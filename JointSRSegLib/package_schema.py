@@ -17,6 +17,7 @@ from typing import Any
 from .baselines import BASELINE_NAMES
 from .errors import InputError
 from .normalization import validate_spec
+from .terminology import snomed_problem
 
 SCHEMA_VERSION = 1
 TASKS = ("sr", "interp", "seg")
@@ -247,11 +248,9 @@ def _check_labels(labels: Sequence, needed: bool, source: str | None) -> None:
             source,
             f"{where}.color must be [r, g, b] with integers 0-255, got {color!r}",
         )
-        _require(
-            "snomed" not in label or isinstance(label["snomed"], Mapping),
-            source,
-            f"{where}.snomed must be an object (category/type codes)",
-        )
+        if "snomed" in label:
+            problem = snomed_problem(label["snomed"], f"{where}.snomed")
+            _require(problem is None, source, problem or "")
         values.append(value)
     _require(len(set(values)) == len(values), source, f"labels repeats a value: {values}")
 

@@ -117,12 +117,16 @@ def test_transaction_rolls_back_added_and_changed_nodes(scene):
         node.SetAndObserveImageData(nodes.image_data_from_array(np.zeros((3, 3, 3), np.float32)))
         node.SetAttribute("JointSRSeg.model", "x")
         segmentation.GetSegmentation().AddEmptySegment("added")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)  # the source-volume reference
         scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "partial output").CreateDefaultDisplayNodes()
         raise ValueError("failure in the middle of an import")
     assert node_list(scene) == before
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), voxels)
     assert node.GetAttribute("JointSRSeg.model") is None
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 0
+    assert segmentation.GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE) is None
+    parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    assert not segmentation.GetSegmentation().GetConversionParameter(parameter)
 
 
 def error_text(scene, *inputs, **kwargs) -> str:

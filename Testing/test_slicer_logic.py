@@ -27,7 +27,8 @@ from JointSRSegLib.volume import Grid, Volume  # noqa: E402
 ORIENTATION = sorted((ROOT / "Testing" / "Data" / "orientation").glob("*.nii.gz"))
 LABELS = [
     {"value": 1, "name": "Grey matter", "color": [200, 120, 90],
-     "snomed": {"type": {"code": "39607008", "meaning": "Grey matter"}}},
+     "snomed": {"category": {"code": "123037004", "meaning": "Anatomical Structure"},
+                "type": {"code": "389081007", "meaning": "Gray Matter"}}},
     {"value": 2, "name": "White matter", "color": [240, 240, 200]},
 ]
 
@@ -154,7 +155,7 @@ def test_segmentation_node_from_labels(app):
     assert names == ["Grey matter", "White matter", "Label 7", "uncertain voxels"]
     grey = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Grey matter"))
     np.testing.assert_allclose(grey.GetColor(), np.array([200, 120, 90]) / 255.0, atol=1e-6)
-    assert "39607008" in grey.GetTerminology()
+    assert "SCT^389081007^Gray Matter" in grey.GetTerminology()
     assert nodes.reference_grid(seg).almost_equal(sr_grid, 1e-4)
     for name, value in (("Grey matter", 1), ("White matter", 2)):
         segment_id = segmentation.GetSegmentIdBySegmentName(name)

@@ -115,6 +115,49 @@ def test_extension_cmake():
     assert "slicer_add_python_unittest" in module
 
 
+# Slicer's Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json: "additionalProperties": false.
+CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                      "build_subdirectory", "enabled", "tier"}
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+
+
+def cmake_value(key: str) -> str:
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    return re.search(rf'set\({key} "([^"]*)"\)', text).group(1)
+
+
+def test_screenshots_are_rendered_files_the_docs_show():
+    """Each EXTENSION_SCREENSHOTURLS entry is a PNG in docs/images that make_screenshots.py writes and the
+    README or the user guide shows."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_screenshots
+
+    urls = cmake_value("EXTENSION_SCREENSHOTURLS").split()
+    prefix = "https://raw.githubusercontent.com/jointsrseg/JointSRSeg/main/"
+    assert urls and all(u.startswith(prefix + "docs/images/") for u in urls), urls
+    names = [u.rsplit("/", 1)[1] for u in urls]
+    assert names == list(make_screenshots.IMAGES)
+    docs = (ROOT / "README.md").read_text(encoding="utf-8") + (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    for url, name in zip(urls, names):
+        path = ROOT / url[len(prefix):]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert f"images/{name}" in docs, f"{name} is not shown in README.md or docs/slicer.md"
+    icon = cmake_value("EXTENSION_ICONURL")
+    assert icon.startswith(prefix) and (ROOT / icon[len(prefix):]).is_file(), icon
+
+
+def test_catalog_entry_draft_fits_the_schema_and_the_cmake_metadata():
+    import json
+
+    entry = json.loads((ROOT / "docs" / "JointSRSeg.json").read_text(encoding="utf-8"))
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_PROPERTIES, sorted(set(entry) - CATALOG_PROPERTIES)
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["category"] == cmake_value("EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == cmake_value("EXTENSION_DEPENDS").split()
+    assert entry["scm_url"].endswith(".git") and entry.get("tier", 1) in (1, 3, 5)
+    assert cmake_value("EXTENSION_HOMEPAGE").startswith(entry["scm_url"][: -len(".git")])
+
+
 INSTALLED_CHECK = r"""
 import json, sys
 from pathlib import Path

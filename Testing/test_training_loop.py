@@ -103,6 +103,7 @@ def test_tiny_config_trains_exports_and_runs(tmp_path, lr_volume, name, tasks, e
     assert meta["metrics"]["validation"]["psnr"] == pytest.approx(summary["best"]["metrics"]["psnr"])
     if "seg" in tasks:
         assert [label["name"] for label in meta["labels"]] == ["Grey matter", "White matter"]
+        assert [label["snomed"]["type"]["code"] for label in meta["labels"]] == ["389081007", "389080008"]
     out = tmp_path / "out"
     code = cli_main(["run", "--input", str(lr_volume), "--model", str(package), "--tasks", tasks,
                      "--scale", "4", "--out-dir", str(out)])

@@ -1,12 +1,19 @@
-"""Regenerate the README screenshots of the Slicer module into ``docs/images/`` (no Slicer needed).
+"""Regenerate the screenshots of the Slicer module into ``docs/images/`` (no Slicer desktop needed).
 
-Uses slicer-core's real MRML scene and slice-view pipeline (through trame-slicer) rendered
-offscreen with OSMesa, the same renderer the rendering tests check pixel by pixel::
+The module runs on the bundled real thick-slice sample (OpenNeuro ds000011, T2 with 5 mm axial
+slices, loaded through Slicer's own volume reader as the Sample Data entry loads it): SR and its
+uncertainty by the shipped package ``swinsr-unetr-brain-small`` (the panel's default for SR x4), GM/WM
+segmentation and its uncertainty by ``atropos`` on that SR output ("Segment SR output with: atropos";
+Atropos is the default for segmentation, no shipped package beats it on real scans), all through
+``JointSRSegLogic.process`` on slicer-core's real MRML scene.  Each
+image is rendered by Slicer's slice pipeline (vtkMRMLSliceLogic and its displayable managers, through
+trame-slicer) offscreen with OSMesa -- the renderer the rendering tests check pixel by pixel::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/make_screenshots.py
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/make_screenshots.py      # about 90 s on two CPU cores
 
-Needs ``libosmesa6`` (``apt-get install libosmesa6``).  The uncertainty shown is the spread of
-three classical interpolators (bspline, linear, lanczos): an honest ensemble, not a trained model.
+Views are coronal: the thick slices are axial, so the through-plane resolution shows across the rows.
+The module's Qt panel itself cannot be rendered on machines without the Slicer desktop application;
+no image here shows or imitates it.  Needs ``libosmesa6`` (``apt-get install libosmesa6``).
 """
 
 from __future__ import annotations
@@ -94,62 +101,85 @@ def render_slice_view(view, path: str | Path | None = None, offset_ras: float | 
     return np.ascontiguousarray(pixels)
 
 
-TISSUE_LABELS = [
-    {"value": 1, "name": "Grey matter", "color": [230, 160, 120],
-     "snomed": {"type": {"code": "39607008", "meaning": "Grey matter"}}},
-    {"value": 2, "name": "White matter", "color": [110, 170, 230],
-     "snomed": {"type": {"code": "36565002", "meaning": "White matter"}}},
-]
+SAMPLE_MODEL = "swinsr-unetr-brain-small"
+SEG_MODEL = "atropos"
+FACTOR = 4
+IMAGES = ("slicer_input_sr.png", "slicer_sr_uncertainty.png", "slicer_segmentation.png")
 
 
-def _thick(app, path: Path, factor: int):
-    """A 1 mm sample volume as a 4 mm thick-slice acquisition (slice profile of the sr protocol)."""
-    from JointSRSegModule import nodes
+def write_png(pixels: np.ndarray, path: str | Path) -> None:
+    """RGB pixels (rows top to bottom) as a PNG, through VTK's writer."""
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkIOImage import vtkPNGWriter
 
-    from JointSRSegLib.degradation import simulate_thick_slices
-    from JointSRSegLib.io import read_volume
+    height, width, _ = pixels.shape
+    image = vtkImageData()
+    image.SetDimensions(width, height, 1)
+    flat = np.ascontiguousarray(pixels[::-1]).reshape(-1, 3)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
+    writer = vtkPNGWriter()
+    writer.SetFileName(str(path))
+    writer.SetInputData(image)
+    writer.Write()
 
-    volume = read_volume(path)
-    thick = simulate_thick_slices(volume.with_array(volume.array.astype("float32")), factor, 2)
-    node = nodes.new_scalar_volume_node(thick, path.name.split("_1mm")[0].replace("_", " ") + " 4 mm")
-    app.scene.AddNode(node)
-    node.CreateDefaultDisplayNodes()
-    return node, thick
 
-
-def make_screenshots(out_dir: Path, size: tuple[int, int] = (480, 480), factor: int = 4) -> list[Path]:
-    """SR with the uncertainty overlay, and the segmentation node on the SR grid."""
-    app = new_application()
-    view = new_slice_view(app, "Axial", size)
-    from JointSRSegModule import nodes
+def run_on_sample(app, model: str = SAMPLE_MODEL, factor: int = FACTOR, seg_model: str | None = SEG_MODEL
+                  ) -> tuple[object, dict]:
+    """The bundled 5 mm T2, read by Slicer's volume reader, through the module's logic."""
+    from JointSRSegModule import sample_data
     from JointSRSegModule.logic import JointSRSegLogic
 
-    from JointSRSegLib.api import predict
-    from JointSRSegLib.uncertainty import sample_variance_map
+    sample = sample_data.THICK_SAMPLE
+    node = app.io_manager.load_volumes(str(sample_data.sample_dir() / sample.file))[0]
+    node.SetName(sample.node)
+    outputs = JointSRSegLogic(app.scene).process(node, model=model, tasks=("sr", "seg"), scale=factor,
+                                                 uncertainty=True, device="cpu", opacity=0.6,
+                                                 segModel=seg_model)
+    return node, outputs
 
-    sample = ROOT / "Resources" / "SampleData"
-    node, thick = _thick(app, sample / "MNI152_T1_1mm.nii.gz", factor)
-    logic = JointSRSegLogic(app.scene)
-    sr = logic.process(node, model="bspline", tasks=("sr",), scale=factor, opacity=0.6)["sr"]
-    methods = ("bspline", "linear", "lanczos")
-    runs = [predict(thick, model=m, tasks=("sr",), scale=factor).outputs["sr"] for m in methods]
-    spread = sample_variance_map(np.stack([r.array[0] for r in runs]))
-    unc = logic.createOutputNodes(node, {"uncertainty_sr": runs[0].with_array(spread[None])}, scale=factor,
-                                  opacity=0.8)["uncertainty_sr"]
-    unc.GetDisplayNode().SetThreshold(0.12, 1.0)  # show where the interpolators disagree, not the noise floor
+
+def _coronal_centre(node) -> float:
+    """The A coordinate of the volume's centre: the coronal slice through the middle of the head."""
+    bounds = [0.0] * 6
+    node.GetRASBounds(bounds)
+    return 0.5 * (bounds[2] + bounds[3])
+
+
+def make_screenshots(out_dir: Path, size: tuple[int, int] = (400, 400)) -> list[Path]:
+    """Coronal slice views: input | SR; SR with the SR uncertainty overlay (what the module shows after a
+    run); segmentation overlay | segmentation uncertainty overlay."""
+    app = new_application()  # also puts the module's folder on sys.path
+    view = new_slice_view(app, "Coronal", size)
+    from JointSRSegModule import nodes
+
+    node, outputs = run_on_sample(app)
+    sr, seg = outputs["sr"], outputs["seg"]
+    offset = _coronal_centre(node)
+    seg.GetDisplayNode().SetVisibility(False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "slicer_sr_uncertainty.png"]
-    render_slice_view(view, written[-1])
+    written = [out_dir / name for name in IMAGES]
 
-    labels_node, labels = _thick(app, sample / "MNI152_tissue_1mm.nii.gz", factor)
-    label_sr = predict(labels.with_array(np.rint(labels.array).astype("uint8")), model="nearest", tasks=("sr",),
-                       scale=factor).outputs["sr"]
-    seg = logic.createOutputNodes(node, {"seg": label_sr}, scale=factor, labels=TISSUE_LABELS)["seg"]
+    def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return np.concatenate([left, np.full((left.shape[0], 6, 3), 255, np.uint8), right], axis=1)
+
+    for volume in (node, sr):  # nearest-neighbour display: every voxel as acquired or computed
+        volume.GetDisplayNode().SetInterpolate(False)
+    nodes.show_in_slice_views(app.scene, node, None, 0.0)
+    thick = render_slice_view(view, offset_ras=offset)
+    nodes.show_in_slice_views(app.scene, sr, None, 0.0)
+    write_png(side_by_side(thick, render_slice_view(view, offset_ras=offset)), written[0])
+
+    nodes.show_in_slice_views(app.scene, sr, outputs["uncertainty_sr"], 0.6)
+    render_slice_view(view, written[1], offset_ras=offset)
+
+    seg.GetDisplayNode().SetVisibility(True)
     seg.GetDisplayNode().SetOpacity2DFill(0.45)
     nodes.show_in_slice_views(app.scene, sr, None, 0.0)
-    app.scene.RemoveNode(labels_node)
-    written.append(out_dir / "slicer_segmentation.png")
-    render_slice_view(view, written[-1])
+    segments = render_slice_view(view, offset_ras=offset)
+    seg.GetDisplayNode().SetVisibility(False)
+    nodes.show_in_slice_views(app.scene, sr, outputs["uncertainty_seg"], 0.6)
+    write_png(side_by_side(segments, render_slice_view(view, offset_ras=offset)), written[2])
     return written
 
 

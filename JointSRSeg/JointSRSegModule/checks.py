@@ -19,6 +19,7 @@ from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
 from JointSRSegLib.selfsr_prior import available_priors
+from JointSRSegLib.terminology import GREY_MATTER_SNOMED, WHITE_MATTER_SNOMED
 from JointSRSegLib.volume import Volume
 
 # The library's baselines (JointSRSegLib.baselines, the one list), B-spline first: the fallback model.
@@ -27,8 +28,8 @@ BASELINES = ("bspline",) + tuple(name for name in BASELINE_NAMES if name != "bsp
 SEG_MODEL_NONE = "none"
 SEG_MODELS = (SEG_MODEL_NONE,) + SEGMENTATION_BASELINES
 TISSUE_LABELS = [
-    {"value": 1, "name": "Grey matter", "color": [200, 120, 90]},
-    {"value": 2, "name": "White matter", "color": [240, 240, 200]},
+    {"value": 1, "name": "Grey matter", "color": [200, 120, 90], "snomed": GREY_MATTER_SNOMED},
+    {"value": 2, "name": "White matter", "color": [240, 240, 200], "snomed": WHITE_MATTER_SNOMED},
 ]
 SELF_SUPERVISED = "self"
 ADAPTATION = "adapt"  # the shipped self-SR prior fine-tuned on the scan (JointSRSegLib.selfsr_prior)

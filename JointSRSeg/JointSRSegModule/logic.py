@@ -151,10 +151,12 @@ class SceneTransaction:
         saved = slicer.vtkSegmentation()
         saved.DeepCopy(node.GetSegmentation())
         attributes = {name: node.GetAttribute(name) for name in node.GetAttributeNames() or ()}
+        source = node.GetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE)
 
         def restore() -> None:
             node.GetSegmentation().DeepCopy(saved)
             _restore_attributes(node, attributes)
+            node.SetNodeReferenceID(nodes.SOURCE_VOLUME_ROLE, source)
 
         self._restore.append(restore)
 
@@ -562,6 +564,8 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
                 if inputNode.GetParentTransformNode() is not None:  # outputs live in the input's frame
                     node.SetAndObserveTransformNodeID(inputNode.GetParentTransformNode().GetID())
                 notify(0.9 + 0.1 * (index + 1) / max(1, len(outputs)), "importing results")
+            if "seg" in result:  # after the transforms: segmentation and its source share one frame
+                nodes.set_source_volume(result["seg"], self._sourceVolume(inputNode, result), outputs["seg"].grid)
             self._addUncertainVoxels(transaction, inputNode, result, outputs, uncertainThreshold)
             self._display(inputNode, result, opacity)
         notify(1.0, "done")
@@ -575,9 +579,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
                 node.CreateDefaultDisplayNodes()
             else:
                 transaction.rememberSegmentation(node)
-            reference = written.get("sr") or written.get("interp")
-            grid = nodes.node_grid(reference) if reference is not None else volume.grid
-            nodes.fill_segmentation(node, volume, labels, grid)
+            nodes.fill_segmentation(node, volume, labels)
             return node
         fresh = nodes.new_scalar_volume_node(volume, name)
         if node is None:
@@ -587,6 +589,12 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         node.SetAndObserveImageData(fresh.GetImageData())
         node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(nodes.node_ijk_to_ras(fresh)))
         return node
+
+    @staticmethod
+    def _sourceVolume(inputNode, result: Mapping[str, Any]):
+        """The volume Segment Editor and DICOM SEG export should take as the segmentation's source:
+        the SR (or interpolated) volume, on whose grid the labels lie; else the input itself."""
+        return result.get("sr") or result.get("interp") or inputNode
 
     def _addUncertainVoxels(self, transaction, inputNode, result, outputs, threshold) -> None:
         key = next((k for k in ("uncertainty_seg", "uncertainty_sr", "uncertainty_interp") if k in outputs), None)
@@ -604,7 +612,9 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
                 nodes.place_next_to(self.scene, target, inputNode)
             else:
                 transaction.rememberSegmentation(target)
-            nodes.set_reference_geometry(target, outputs[key].grid)
+            if inputNode.GetParentTransformNode() is not None:
+                target.SetAndObserveTransformNodeID(inputNode.GetParentTransformNode().GetID())
+            nodes.set_source_volume(target, self._sourceVolume(inputNode, result), outputs[key].grid)
             result["uncertain"] = target
         nodes.add_uncertain_voxels_segment(target, outputs[key], float(threshold))
 

@@ -20,6 +20,7 @@ import vtk
 from vtk.util import numpy_support
 
 from JointSRSegLib.errors import InputError
+from JointSRSegLib.terminology import label_terminology, slicer_terminology_entry
 from JointSRSegLib.volume import Grid, Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -29,6 +30,8 @@ SOURCE_ATTRIBUTE = ATTRIBUTE_PREFIX + "inputNodeID"
 UNCERTAINTY_COLOR_NAME = "JointSRSeg uncertainty (inferno)"
 UNCERTAIN_SEGMENT_NAME = "uncertain voxels"
 GEOMETRY_TOLERANCE_MM = 1e-4
+# The segmentation's source volume: Segment Editor selects it, DICOM SEG export references it.
+SOURCE_VOLUME_ROLE = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
 # Inferno (Smith & van der Walt, matplotlib): perceptually uniform, readable in grey print.
 _INFERNO_ANCHORS = (
     (0.000, (0.001, 0.000, 0.014)),
@@ -155,19 +158,10 @@ def label_color(label: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 def terminology_entry(label: Mapping[str, Any]) -> str | None:
-    """Slicer's terminology string for a label's SNOMED codes (``None`` when the package has none)."""
-    codes = label.get("snomed")
-    if not isinstance(codes, Mapping) or "type" not in codes:
-        return None
-
-    def code(entry: Any) -> str:
-        if not isinstance(entry, Mapping):
-            return "^^"
-        return f"{entry.get('scheme', 'SCT')}^{entry.get('code', '')}^{entry.get('meaning', '')}"
-
-    context = codes.get("context", "Segmentation category and type - DICOM master list")
-    category = code(codes.get("category", {"code": "85756007", "meaning": "Tissue"}))
-    return f"{context}~{category}~{code(codes['type'])}~^^~Anatomic codes - DICOM master list~^^~^^"
+    """Slicer's ``TerminologyEntry`` string for a label: the package's SNOMED codes, else the codes
+    of its tissue name (``JointSRSegLib.terminology``); ``None`` for a label with neither."""
+    codes = label_terminology(label)
+    return slicer_terminology_entry(codes) if codes else None
 
 
 def fill_segmentation(
@@ -226,6 +220,21 @@ def set_reference_geometry(segmentation_node, grid: Grid) -> None:
     geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(matrix, extent)
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
     segmentation_node.GetSegmentation().SetConversionParameter(name, geometry)
+
+
+def set_source_volume(segmentation_node, volume_node, grid: Grid) -> None:
+    """Make ``volume_node`` the segmentation's source, with reference geometry ``grid`` (the labels' grid).
+
+    When the volume lies on that grid (the SR volume), Slicer's own
+    ``SetReferenceImageGeometryParameterFromVolumeNode`` sets both the geometry and the node reference;
+    a segmentation of a thick input without an SR output keeps the SR grid as its geometry (edits stay at
+    full resolution) and references the input.  Call it once both nodes are in the same transform.
+    """
+    if node_grid(volume_node).almost_equal(grid, GEOMETRY_TOLERANCE_MM):
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    else:
+        set_reference_geometry(segmentation_node, grid)
+        segmentation_node.SetNodeReferenceID(SOURCE_VOLUME_ROLE, volume_node.GetID())
 
 
 def reference_grid(segmentation_node) -> Grid:

@@ -27,6 +27,7 @@ from monai.transforms import Compose
 
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.io import read_volume
+from JointSRSegLib.terminology import with_terminology
 from training.data import (
     SynthesizeImageFromLabels,
     build_dataset,
@@ -70,9 +71,10 @@ class DataInfo:
         return len(self.label_values)
 
     def package_labels(self) -> list[dict]:
-        """``model.json`` labels: class ``i`` is the ``i``-th listed value (background excluded)."""
-        return [{"value": int(v), "name": self.label_names.get(v, f"label {v}"), "color": list(self.label_colors[v])}
-                for v in self.label_values[1:]]
+        """``model.json`` labels: class ``i`` is the ``i``-th listed value (background excluded); tissue
+        names carry their SNOMED CT codes (Slicer's terminology, DICOM SEG export)."""
+        return with_terminology([{"value": int(v), "name": self.label_names.get(v, f"label {v}"),
+                                  "color": list(self.label_colors[v])} for v in self.label_values[1:]])
 
 
 def sample_cases(split_axis: int, probabilities: bool = False) -> tuple[list[dict], dict]:
