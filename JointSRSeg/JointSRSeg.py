@@ -26,6 +26,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from JointSRSegLib.vocabulary import AUTO, MAX_FACTOR, MIN_FACTOR
+
 MAX_INPUTS = 4
 POLL_MS = 100
 
@@ -94,11 +96,11 @@ class JointSRSegParameterNode:
     taskSR: bool = True
     taskInterp: bool = False
     taskSeg: bool = False
-    scale: Annotated[int, WithinRange(2, 8)] = 4
+    scale: Annotated[int, WithinRange(MIN_FACTOR, MAX_FACTOR)] = 4
     srDirection: Annotated[str, Choice(["through-plane", "in-plane"])] = "through-plane"
     axis: Annotated[str, Choice(["auto", "I", "J", "K"])] = "auto"
     # cuda = GPU 0; cuda:N = GPU N; mps = Apple GPU (the worker sets CUDA_VISIBLE_DEVICES for cuda:N).
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = AUTO
     uncertainty: bool = False
     uncertaintyMethod: Annotated[
         str, Choice(["auto", "aleatoric", "sample_variance", "entropy", "mutual_information"])

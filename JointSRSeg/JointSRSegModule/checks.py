@@ -14,14 +14,28 @@ from typing import Any
 
 import numpy as np
 
-from JointSRSegLib.baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, baseline_tasks
-from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
+from JointSRSegLib.baselines import baseline_tasks
+from JointSRSegLib.defaults import quality_text
 from JointSRSegLib.errors import InputError
-from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
+from JointSRSegLib.geometry import anisotropy, through_plane_axis
+from JointSRSegLib.vocabulary import (
+    AUTO,
+    BASELINE_NAMES,
+    DEFAULT_BASELINE,
+    IMAGE_TASKS,
+    PROTOCOL_TEXT,
+    SCALE_FACTORS,
+    SEGMENTATION_BASELINES,
+    SELF_SUPERVISED,
+    TASK_TEXT,
+    THROUGH_PLANE_PROTOCOLS,
+    check_factor,
+    device_choices,
+)
 from JointSRSegLib.volume import Volume
 
-# The library's baselines (JointSRSegLib.baselines, the one list), B-spline first: the fallback model.
-BASELINES = ("bspline",) + tuple(name for name in BASELINE_NAMES if name != "bspline")
+# The library's baselines (JointSRSegLib.vocabulary, the one list), B-spline first: the fallback model.
+BASELINES = (DEFAULT_BASELINE,) + tuple(name for name in BASELINE_NAMES if name != DEFAULT_BASELINE)
 # "Segment the SR output with" choices: none (the model's own segmentation, if any) or a classical method.
 SEG_MODEL_NONE = "none"
 SEG_MODELS = (SEG_MODEL_NONE,) + SEGMENTATION_BASELINES
@@ -29,8 +43,6 @@ TISSUE_LABELS = [
     {"value": 1, "name": "Grey matter", "color": [200, 120, 90]},
     {"value": 2, "name": "White matter", "color": [240, 240, 200]},
 ]
-SELF_SUPERVISED = "self"
-THROUGH_PLANE = ("sr", "interp")  # protocols of the classical interpolators and the self-supervised mode
 RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
 # Working memory per output voxel and task: float32 output + the resampler's float64 copy + input share.
@@ -55,9 +67,9 @@ class ModelDescription:
     labels: list[dict[str, Any]] = field(default_factory=list)
     uncertainty: tuple[str, ...] = ()
     expected_runtime: dict[str, Any] = field(default_factory=dict)
-    factors: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    factors: tuple[int, ...] = SCALE_FACTORS
     is_baseline: bool = False
-    protocols: tuple[str, ...] = THROUGH_PLANE  # input protocols the model serves (sr, interp, inplane)
+    protocols: tuple[str, ...] = THROUGH_PLANE_PROTOCOLS  # input protocols the model serves (sr, interp, inplane)
     source: str = ""  # builtin | user | "" (part of the module)
     quality: str = ""  # what the model card measured (JointSRSegLib.defaults.quality_text)
 
@@ -161,7 +173,7 @@ def describe_self_supervised() -> ModelDescription:
         name="Self-supervised SR",
         description="Self-supervised super-resolution: learns from the volume's own high-resolution "
         "in-plane detail, so it needs no training data (Zhao et al. 2021, SMORE).",
-        tasks=("sr", "interp"),
+        tasks=IMAGE_TASKS,
         inputs=(("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg)",
         intended_use="Research use, not for diagnosis.",
@@ -351,7 +363,7 @@ def free_gpu_bytes() -> int | None:
 
 def _check_memory(estimate: int, device: str, model: ModelDescription, available: int | None) -> None:
     auto_gpu = device == "auto" and not model.is_baseline and free_gpu_bytes() is not None
-    on_gpu = device.startswith("cuda") or device == "gpu" or auto_gpu
+    on_gpu = device.startswith("cuda") or auto_gpu
     if on_gpu:
         free = available if available is not None else free_gpu_bytes()
         if free is not None and estimate > free:
@@ -371,16 +383,16 @@ def _check_memory(estimate: int, device: str, model: ModelDescription, available
         )
 
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:1", "cuda:2", "cuda:3", "mps")  # the panel's choices ("cuda" = GPU 0)
+DEVICES = device_choices(gpus=4)  # the panel's choices: auto, cpu, cuda (= GPU 0), cuda:1-3, mps
 
 
 def resolve_device(device: str, model: ModelDescription) -> str:
     """The device a run will use: classical baselines always run on the CPU; ``auto`` stays ``auto``
     (the worker's PyTorch picks CUDA, then MPS, then the CPU) unless this process already has torch."""
-    device = (device or "auto").lower()
+    device = (device or AUTO).lower()
     if model.is_baseline or device == "cpu":
         return "cpu"
-    if device == "gpu" or device == "cuda:0":
+    if device == "cuda:0":
         return "cuda"
     if device.startswith("cuda") or device == "mps":
         return device

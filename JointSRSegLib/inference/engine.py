@@ -36,6 +36,7 @@ from ..uncertainty import (
     sample_variance_map,
     summarize,
 )
+from ..vocabulary import AUTO, IMAGE_TASKS, SELF_SUPERVISED, check_uncertainty_method
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
 from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore_sr
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
 FOREGROUND_OPTION = "foreground_only"  # options[...] = False runs the network on the whole field of view
-UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
 
 
 def _sampled_forward(
@@ -53,7 +53,7 @@ def _sampled_forward(
 ) -> dict:
     """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
     (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
-    if method == "auto":
+    if method == AUTO:
         return _forward_in_mask(package, net, frame, mask, factor, device, roi, batch, notify, token, wanted)
     runs = []
     if method == "tta":
@@ -95,16 +95,17 @@ def run_model_package(
     **options,
 ) -> tuple[dict[str, Volume], dict]:
     """Run a model package (id or path) or ``"self"``; returns outputs by name and a model report."""
+    method = check_uncertainty_method(options.get("uncertainty_method", AUTO))
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
-    if str(model) == "self":
+    if str(model) == SELF_SUPERVISED:
         return _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options)
     with timer.stage("preparing"):
         notify(0.02, "preparing")
         package = resolve_model(model)
         if isinstance(package, str):  # a baseline reached here only through a programming error
             raise InputError(model, "is a baseline; call predict() with it directly")
-        protocol_tasks = [t for t in tasks if t in ("sr", "interp")]
+        protocol_tasks = [t for t in tasks if t in IMAGE_TASKS]
         protocol = protocol_tasks[0] if protocol_tasks else None
         if len(protocol_tasks) > 1:
             raise InputError(package.path, "a model serves one protocol; ask for sr or interp, not both")
@@ -129,14 +130,11 @@ def run_model_package(
         mask = np.ones(volume.shape, dtype=bool)
     mask_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(reorientation.apply(mask), frame_axis, -1)))
     attempts, heads = [], None
-    method = str(options.get("uncertainty_method", "auto"))
     samples = int(options.get("samples", 4))
-    if method not in UNCERTAINTY_METHODS:
-        raise InputError(None, f"unknown uncertainty method {method!r}; choose from {', '.join(UNCERTAINTY_METHODS)}")
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
     # The model's own uncertainty heads are needed only when no sampling method replaces them.
-    own = uncertainty and method == "auto"
+    own = uncertainty and method == AUTO
     wanted = frozenset(
         (["sr"] if protocol else [])
         + (["seg"] if "seg" in tasks else [])
@@ -159,7 +157,7 @@ def run_model_package(
                     batch,
                     notify,
                     token,
-                    method if uncertainty else "auto",
+                    method if uncertainty else AUTO,
                     samples,
                     wanted,
                 )
@@ -407,7 +405,8 @@ def _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notif
     from ..selfsr import self_supervised_sr
 
     if "seg" in tasks:
-        raise InputError("self", "self-supervised mode does sr and interp only; choose a model with 'seg' to segment")
+        problem = "self-supervised mode does sr and interp only; choose a model with 'seg' to segment"
+        raise InputError(SELF_SUPERVISED, problem)
     outputs, reports, summaries = {}, {}, {}
     with timer.stage("running"):
         for task in tasks:
@@ -431,7 +430,7 @@ def _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notif
                 outputs["uncertainty_sr"] = extra["uncertainty_sr"]
                 summaries["uncertainty_sr"] = summarize(extra["uncertainty_sr"].array[0])
     return outputs, {
-        "id": "self",
+        "id": SELF_SUPERVISED,
         "source": "self-supervised",
         "weights_sha256": None,
         "device": str(select_device(device)),
