@@ -24,6 +24,7 @@ from .geometry import through_plane_axis
 from .io import check_image_content, read_volumes
 from .report import StageTimer, describe_grid, describe_volume, package_versions, peak_rss_mb
 from .vocabulary import (
+    AUTO,
     BASELINE_NAMES,
     DEFAULT_BASELINE,
     IMAGE_TASKS,
@@ -31,6 +32,7 @@ from .vocabulary import (
     PROTOCOL_OF_TASK,
     SEGMENTATION_BASELINES,
     check_factor,
+    check_method_applies,
     check_segmentation_model,
     parse_tasks,
 )
@@ -113,6 +115,8 @@ def predict(
     if seg_model is not None:
         check_segmentation_model(seg_model)
     task_list = parse_tasks(tasks)
+    if uncertainty:
+        _check_uncertainty_method(str(model), str(options.get("uncertainty_method", AUTO)))
     with timer.stage("checking input"):
         notify(0.0, "checking input")
         volume = load_inputs(inputs)
@@ -151,6 +155,14 @@ def predict(
         "versions": package_versions(),
     }
     return Prediction(outputs=outputs, report=report)
+
+
+def _check_uncertainty_method(model: str, method: str) -> None:
+    """Sampling methods (tta, mc_dropout) need a network: refused for the classical methods before any
+    work (Atropos maps its own posterior); the engine checks packages and ``self``."""
+    if model in BASELINE_NAMES:
+        why = "a classical method has no network to sample (Atropos maps its own posterior)"
+        check_method_applies(method, model, (AUTO,), why)
 
 
 def _run_baseline(

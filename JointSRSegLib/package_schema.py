@@ -17,8 +17,10 @@ from typing import Any
 from .errors import InputError
 from .normalization import validate_spec
 from .vocabulary import (
+    AUTO,
     RESERVED_MODEL_IDS,
     TASKS,
+    UNCERTAINTY_METHODS,
     check_choice,
     check_protocol,
     declared_uncertainty,
@@ -263,10 +265,30 @@ def _check_uncertainty(entries: Sequence, tasks: Sequence[str], source: str | No
         )
 
 
+def has_dropout(config: Mapping[str, Any]) -> bool:
+    """Whether a package's ``config`` switches dropout on: a value > 0 under a key naming dropout
+    (``dropout``, ``attn_dropout``, ``dropout_rate``), the knobs our architectures' builders take.
+    Read from model.json alone, so the Slicer panel can tell before torch starts; the engine checks
+    the built network's layers."""
+    return any(
+        "dropout" in str(key) and isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        for key, value in config.items()
+    )
+
+
+def uncertainty_methods(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The uncertainty methods that apply to a package: ``auto`` when it declares maps of its own,
+    ``tta`` always (flips of any network), ``mc_dropout`` when its network has dropout."""
+    applies = {AUTO: bool(meta.get("uncertainty")), "tta": True, "mc_dropout": has_dropout(meta.get("config", {}))}
+    return tuple(method for method in UNCERTAINTY_METHODS if applies[method])
+
+
 __all__ = [
     "FACTOR_AXES",
     "REQUIRED_FIELDS",
     "SCHEMA_VERSION",
     "ScaleSpec",
+    "has_dropout",
+    "uncertainty_methods",
     "validate_metadata",
 ]

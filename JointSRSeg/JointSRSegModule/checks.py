@@ -18,6 +18,7 @@ from JointSRSegLib.baselines import baseline_tasks
 from JointSRSegLib.defaults import quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, through_plane_axis
+from JointSRSegLib.package_schema import uncertainty_methods
 from JointSRSegLib.vocabulary import (
     AUTO,
     BASELINE_NAMES,
@@ -30,6 +31,8 @@ from JointSRSegLib.vocabulary import (
     TASK_TEXT,
     THROUGH_PLANE_PROTOCOLS,
     check_factor,
+    check_method_applies,
+    check_uncertainty_method,
     device_choices,
 )
 from JointSRSegLib.volume import Volume
@@ -43,6 +46,12 @@ TISSUE_LABELS = [
     {"value": 1, "name": "Grey matter", "color": [200, 120, 90]},
     {"value": 2, "name": "White matter", "color": [240, 240, 200]},
 ]
+# Why an uncertainty method does not apply to a model that lacks it (the panel's one-line refusal).
+METHOD_NEEDS = {
+    AUTO: "the model has no uncertainty map of its own",
+    "tta": "flip test-time augmentation samples a trained network; this model is none",
+    "mc_dropout": "its network has no dropout, so every Monte-Carlo sample would be the same",
+}
 RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
 # Working memory per output voxel and task: float32 output + the resampler's float64 copy + input share.
@@ -70,6 +79,8 @@ class ModelDescription:
     factors: tuple[int, ...] = SCALE_FACTORS
     is_baseline: bool = False
     protocols: tuple[str, ...] = THROUGH_PLANE_PROTOCOLS  # input protocols the model serves (sr, interp, inplane)
+    # The uncertainty methods (JointSRSegLib.vocabulary.UNCERTAINTY_METHODS) that apply to this model.
+    uncertainty_methods: tuple[str, ...] = ()
     source: str = ""  # builtin | user | "" (part of the module)
     quality: str = ""  # what the model card measured (JointSRSegLib.defaults.quality_text)
 
@@ -162,6 +173,7 @@ def describe_baseline(name: str) -> ModelDescription:
         + RESEARCH_USE,
         labels=list(TISSUE_LABELS) if segments else [],
         uncertainty=("seg_posterior",) if segments else (),  # 1 - max Atropos posterior
+        uncertainty_methods=(AUTO,) if segments else (),
         is_baseline=True,
     )
 
@@ -194,6 +206,7 @@ def describe_package(package: Any, source: str = "") -> ModelDescription:
         version=meta["version"],
         labels=list(meta["labels"]),
         uncertainty=tuple(meta["uncertainty"]),
+        uncertainty_methods=uncertainty_methods(meta),
         expected_runtime=dict(meta["expected_runtime"]),
         factors=tuple(package.scale.factors),
         protocols=(meta["protocol"],),
@@ -228,11 +241,13 @@ def check_request(
     uncertainty: bool,
     available_bytes: int | None = None,
     protocol: str | None = None,
+    uncertainty_method: str = AUTO,
 ) -> CheckResult:
     """Raise InputError (what to change) or return the axis, memory estimate and warnings.
 
     ``protocol`` is the kind of input the user asked for (sr: thick slices, interp: gapped slices,
     inplane: coarse pixels in each slice); None accepts whatever the model was made for.
+    ``uncertainty_method`` (auto, tta, mc_dropout) must be one the model has when ``uncertainty`` is on.
     """
     source = volume.source
     if not tasks:
@@ -266,10 +281,8 @@ def check_request(
     if factor not in model.factors:
         supported = ", ".join(f"×{f}" for f in model.factors)
         raise InputError(model.id, f"the model supports scale {supported}, not ×{factor}; pick one of those")
-    if uncertainty and not model.uncertainty:
-        raise InputError(
-            model.id, "this model provides no uncertainty map; untick Uncertainty or choose a model that lists one"
-        )
+    if uncertainty:
+        _check_uncertainty(model, uncertainty_method)
     if axis in (None, "auto"):
         try:
             through = through_plane_axis(volume, "auto")
@@ -287,6 +300,15 @@ def check_request(
     estimate = estimate_memory_bytes(volume, tasks, factor * factor if inplane else factor, model)
     _check_memory(estimate, device, model, available_bytes)
     return CheckResult(axis=through, estimated_bytes=estimate, warnings=warnings)
+
+
+def _check_uncertainty(model: ModelDescription, method: str) -> None:
+    check_uncertainty_method(method)
+    if not model.uncertainty_methods:
+        raise InputError(
+            model.id, "this model provides no uncertainty map; untick Uncertainty or choose a model that lists one"
+        )
+    check_method_applies(method, model.id, model.uncertainty_methods, METHOD_NEEDS[method])
 
 
 def _check_protocol(model: ModelDescription, protocol: str | None) -> None:

@@ -36,6 +36,7 @@ from JointSRSegLib.vocabulary import (
     IMAGE_TASKS,
     SCALE_FACTORS,
     TASKS,
+    UNCERTAINTY_METHODS,
     check_axis_choice,
     check_device,
     check_protocol,
@@ -348,7 +349,11 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         tasks = tuple(t for t in TASKS if t in model.tasks or t == "seg")
         peer = checks.describe_baseline(segModel)
         uncertainty = model.uncertainty or (peer.uncertainty if model.is_baseline else ())
-        return replace(model, tasks=tasks, labels=list(checks.TISSUE_LABELS), uncertainty=uncertainty)
+        # The segmenter maps its own posterior (auto) whatever method samples the model's SR.
+        methods = tuple(m for m in UNCERTAINTY_METHODS if m == AUTO or m in model.uncertainty_methods)
+        return replace(
+            model, tasks=tasks, labels=list(checks.TISSUE_LABELS), uncertainty=uncertainty, uncertainty_methods=methods
+        )
 
     def modelsWithSegmentation(
         self, models: Mapping[str, checks.ModelDescription], segModel: str | None
@@ -389,7 +394,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         ``segModel`` ("none" or "atropos", the panel's "Segment SR output with") segments the model's
         SR output with that classical method (``predict``'s ``seg_model``) when segmentation is ticked.
         ``device`` and ``uncertaintyMethod`` take the library's words (``JointSRSegLib.vocabulary``;
-        ``cuda:N`` picks GPU N).
+        ``cuda:N`` picks GPU N) and the method must be one the model has.
         """
         notify = progress or (lambda fraction, stage: None)
         notify(0.0, "checking input")
@@ -420,6 +425,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
             device,
             uncertainty,
             protocol=protocol,
+            uncertainty_method=uncertaintyMethod,
         )
         return RunRequest(
             inputNodes=inputs,

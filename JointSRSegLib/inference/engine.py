@@ -25,9 +25,11 @@ from ..foreground import bounding_box, head_mask, mask_on_grid
 from ..geometry import orientation_code, output_grid, subdivide_grid
 from ..normalization import denormalize, normalize
 from ..orientation import Reorientation
+from ..package_schema import uncertainty_methods
 from ..packaging import ModelPackage, check_compatibility, resolve_model
 from ..report import StageTimer
 from ..uncertainty import (
+    active_dropout_layers,
     aleatoric_to_unit,
     enable_mc_dropout,
     flip_tta_transforms,
@@ -36,7 +38,7 @@ from ..uncertainty import (
     sample_variance_map,
     summarize,
 )
-from ..vocabulary import AUTO, IMAGE_TASKS, SELF_SUPERVISED, check_uncertainty_method
+from ..vocabulary import AUTO, IMAGE_TASKS, SELF_SUPERVISED, check_method_applies, check_uncertainty_method
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
 from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore_sr
@@ -99,6 +101,9 @@ def run_model_package(
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
     if str(model) == SELF_SUPERVISED:
+        if uncertainty:
+            why = "self-supervised SR maps the disagreement of its two plane families"
+            check_method_applies(method, SELF_SUPERVISED, (AUTO,), why)
         return _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options)
     with timer.stage("preparing"):
         notify(0.02, "preparing")
@@ -115,6 +120,10 @@ def run_model_package(
         torch_device = select_device(device)
         net = package.build_model(torch_device)
         net.eval()
+        if uncertainty and method == "mc_dropout" and not active_dropout_layers(net):
+            others = tuple(m for m in uncertainty_methods(package.metadata) if m != method)
+            why = "its network has no active dropout layer, so every sample would be the same"
+            check_method_applies(method, package.id, others, why)
     token.raise_if_cancelled()
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
     trained_orientation = package.metadata.get("inference", {}).get("orientation")
