@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import CancelledError, InputError
 from .vocabulary import (
+    ADAPTATION,
     AUTO,
     DEFAULT_BASELINE,
     DEVICES,
@@ -100,9 +101,10 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=DEFAULT_BASELINE,
-        help=f"model id, package path, {SELF_SUPERVISED} (self-supervised) or baseline: "
-        f"{', '.join(IMAGE_BASELINES)} (images), {', '.join(LABEL_BASELINES)} (label maps), "
-        f"{', '.join(SEGMENTATION_BASELINES)} (B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",
+        help=f"model id, package path, {SELF_SUPERVISED} (trained on the scan itself), {ADAPTATION} (the shipped "
+        f"prior fine-tuned on the scan) or baseline: {', '.join(IMAGE_BASELINES)} (images), "
+        f"{', '.join(LABEL_BASELINES)} (label maps), {', '.join(SEGMENTATION_BASELINES)} "
+        "(B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",
     )
     p.add_argument(
         "--seg-model",
@@ -129,7 +131,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         choices=UNCERTAINTY_METHODS,
         help="; ".join(f"{name}: {text}" for name, text in UNCERTAINTY_METHOD_TEXT.items()),
     )
-    p.add_argument("--time-budget", type=float, default=300.0, help="seconds of self-training for --model self")
+    p.add_argument("--time-budget", type=float, default=300.0,
+                   help="ceiling in seconds for --model self / adapt (training stops earlier when it converges)")
 
 
 def predict_options(args: argparse.Namespace) -> dict:
@@ -270,10 +273,15 @@ def _cmd_models() -> int:
     print(f"{'id':<{width}}  {'source':<8}  {'tasks':<16}  {'inputs':<22}  scale")
     for r in rows:
         print(f"{r.id:<{width}}  {r.source:<8}  {','.join(r.tasks):<16}  {','.join(r.inputs):<22}  {r.scale}")
+    from .selfsr_prior import available_priors
+
     print(
         SELF_SUPERVISED + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        "
         f"any factor {MIN_FACTOR}-{MAX_FACTOR} (trains on the scan itself)"
     )
+    priors = ", ".join(f"{p} x{f}" for p, f in available_priors()) or "none shipped"
+    print(ADAPTATION + " " * max(2, width - 3) + f"  built-in  sr,interp          one-channel image       {priors} "
+          "(shipped prior fine-tuned on the scan)")
     return 0
 
 

@@ -8,8 +8,10 @@ when it lists every requested task, was made for that protocol and supports R.  
 that fit, the one whose model card (``metrics.regression_check`` in model.json) records the largest
 PSNR gain over B-spline under that protocol and factor comes first -- for a segmentation-only request,
 the largest mean Dice; a package without such a record ranks after those with one, in folder order.
-When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module; the demo asks for
-a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
+``adapt`` (the shipped self-SR prior fine-tuned on the scan, :mod:`JointSRSegLib.selfsr_prior`) competes
+as one more candidate for image-only requests of its protocol and factor, ranked by the real-scan record
+in its ``prior.json``.  When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module;
+the demo asks for a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
 A request for image output only (no ``seg``) never gets a package whose card records a *loss* against
 B-spline: it would make the image worse than the classical default.
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .vocabulary import (
+    ADAPTATION,
     DEFAULT_BASELINE,
     IMAGE_TASKS,
     PROTOCOL_TEXT,
@@ -180,6 +183,43 @@ def describe_request(tasks: str | Sequence[str], protocol: str | None, factor: i
     return f"{what} ×{factor} ({PROTOCOL_TEXT[request_protocol(wanted, protocol)]})"
 
 
+@dataclass(frozen=True)
+class _Factors:
+    factors: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LearnedMethod:
+    """A package-like view of a shipped method that is not a package -- ``adapt``, one per prior (id,
+    tasks, protocol, scale.factors, metadata with the prior's real-scan record) -- so one ranking rule
+    serves both."""
+
+    id: str
+    tasks: tuple[str, ...]
+    protocol: str
+    scale: _Factors
+    metadata: Mapping[str, Any]
+
+
+def shipped_priors() -> list[LearnedMethod]:
+    """``adapt`` for every shipped self-SR prior (``Resources/Priors``; prior.json only, no torch)."""
+    import json
+
+    from .selfsr_prior import PRIOR_FILE, PRIORS_DIR
+
+    found = []
+    for path in sorted(PRIORS_DIR.glob(f"*/{PRIOR_FILE}")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            method = LearnedMethod(ADAPTATION, ("sr",) if record["protocol"] == "sr" else ("interp",),
+                                   str(record["protocol"]), _Factors((int(record["factor"]),)),
+                                   {"metrics": dict(record.get("metrics") or {})})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found.append(method)
+    return found
+
+
 def shipped_packages() -> list[Any]:
     """The built-in packages (``Resources/Models``), model.json checked, weights not read, architecture
     registry not imported (no torch: the Slicer panel preselects a model before PyTorch starts)."""
@@ -211,7 +251,8 @@ def choose_default(
     image_task = any(t in IMAGE_TASKS for t in wanted)
     no_worse_than_bspline = image_task and "seg" not in wanted
     ranked, fitting, vetoed = [], 0, []
-    for order, package in enumerate(shipped_packages() if packages is None else packages):
+    candidates = [*shipped_packages(), *shipped_priors()] if packages is None else packages
+    for order, package in enumerate(candidates):
         if not fits(package.tasks, (package.protocol,), package.scale.factors, wanted, proto, factor):
             continue
         fitting += 1
@@ -285,5 +326,6 @@ __all__ = [
     "regression_check",
     "request_protocol",
     "shipped_packages",
+    "shipped_priors",
     "ssim_below_bspline",
 ]

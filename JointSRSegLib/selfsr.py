@@ -5,10 +5,19 @@ scan's own high-resolution in-plane slices, degraded along one in-plane axis exa
 through-plane axis was acquired (see :mod:`JointSRSegLib.selfsr_data`), and then applied along
 the through-plane axis on the two planes that contain it; the two estimates are averaged.
 
+``start="prior"`` (``--model adapt``) starts from the shipped prior of :mod:`JointSRSegLib.selfsr_prior`
+(the same network pre-trained on many heads) instead of the cubic interpolation, and fine-tunes it at a
+lower rate: the scan's own slices then only have to teach what is particular to this scan.
+
 Budget: everything (preparation, training, inference) fits ``time_budget`` seconds; the inference
-time is measured on real planes before training starts and reserved.  ``max_steps`` caps the
-number of optimiser steps; when it is given the learning-rate schedule follows the step count,
-so results are bit-reproducible for a fixed seed (as long as the time budget is not hit first).
+time is measured on real planes before training starts and reserved.  The budget is a ceiling: a
+fixed set of held-back in-plane patches is scored every ``validate_every`` steps, training stops
+when that loss has not improved for ``patience`` checks, and the best-scoring weights are applied
+(so training can never make the result worse than its start on the scan's own validation patches).
+``max_steps`` caps the number of optimiser steps; when it is given the learning-rate schedule
+follows the step count, so results are bit-reproducible for a fixed seed (as long as the time budget
+is not hit first).  The network runs only on the head's bounding box (:func:`foreground.head_mask`
+plus its receptive field); outside it the output is the cubic interpolation of the (empty) background.
 See docs/selfsr.md for the method, the deviations from SMORE and the measured figures.
 """
 
@@ -22,9 +31,10 @@ import torch
 import torch.nn as nn
 
 from .errors import CancelledError, InputError
+from .foreground import bounding_box, head_mask
 from .geometry import output_grid
 from .selfsr_data import InplanePatchSampler
-from .selfsr_net import build_network, cosine_lr
+from .selfsr_net import build_network, cosine_lr, cubic_matrix, fast_inference_dtype
 from .vocabulary import THROUGH_PLANE_PROTOCOLS, check_axis, check_choice, check_factor
 from .volume import Volume
 
@@ -35,7 +45,14 @@ INFERENCE_SAFETY = 1.5  # reserve this multiple of the measured inference time
 MEMORY_BUDGET_BYTES = 256 * 2**20  # activations of one inference batch
 CURVE_POINTS = 200
 PLANE_SPREAD_SCALE = 0.05  # spread (normalised units) that maps to uncertainty 0.5, as in uncertainty.py
-DEFAULTS = {"batch_size": 16, "patch_hr": 48, "learning_rate": 1e-3, "network": "cnn"}
+DEFAULTS = {"batch_size": 16, "patch_hr": 48, "learning_rate": 1e-3, "network": "cnn",
+            "validate_every": 25, "patience": 4, "precision": "auto"}
+PRECISIONS = ("auto", "float32")  # auto: bfloat16 residual trunk at inference where the hardware has it
+PRIOR_LEARNING_RATE = 2e-4  # fine-tuning rate of a prior start (measured: docs/selfsr.md)
+START_MODES = ("scratch", "prior")
+VALIDATION_PATCHES = 64
+MIN_IMPROVEMENT = 0.002  # relative: a validation loss this much lower counts as progress
+FIELD_MARGIN = 16  # LR voxels: the CNN's receptive-field radius (15) rounded up, kept around the head box
 
 
 class _Progress:
@@ -131,6 +148,33 @@ def _apply(
     return fused, first
 
 
+def _validation_l1(net: nn.Module, patches, device: torch.device) -> float:
+    """Mean L1 over the held-back patches (the early-stopping and start-choice criterion)."""
+    was_training = net.training
+    net.eval()
+    with torch.inference_mode():
+        total = sum(float((net(lr.to(device))[..., : hr.shape[-1]] - hr.to(device)).abs().mean()) for lr, hr in patches)
+    net.train(was_training)
+    return total / len(patches)
+
+
+def network_box(volume: Volume, axis: int) -> tuple[slice, slice, slice]:
+    """Voxel box of ``volume`` the network runs on: the head mask's bounding box grown by the
+    network's receptive field (:data:`FIELD_MARGIN`), so the network never reads outside what it
+    would read on the whole volume except for empty background."""
+    box = bounding_box(head_mask(volume), minimum=(2, 2, 2))
+    return tuple(slice(max(0, b.start - FIELD_MARGIN), min(n, b.stop + FIELD_MARGIN))
+                 for b, n in zip(box, volume.shape))
+
+
+def cubic_along(norm: np.ndarray, axis: int, protocol: str, factor: int, n_out: int) -> np.ndarray:
+    """The network's fixed cubic base on the whole ``(C, I, J, K)`` volume along ``axis`` (what the
+    network adds its residual to; used outside the network box)."""
+    m = cubic_matrix(norm.shape[axis + 1], protocol, factor)[:n_out].astype(np.float32)
+    moved = np.moveaxis(norm, axis + 1, -1)
+    return np.ascontiguousarray(np.moveaxis(moved @ m.T, -1, axis + 1))
+
+
 def _estimate_inference_seconds(net: nn.Module, norm: np.ndarray, axis: int, device: torch.device) -> float:
     """Time one real inference batch (same shape as in :func:`_apply`, after a warm-up of that
     shape so one-off kernel set-up is excluded) and extrapolate to both plane stacks."""
@@ -165,23 +209,32 @@ def self_supervised_sr(
     device: str = "cpu",
     max_steps: int | None = None,
     uncertainty_out: dict | None = None,
+    start: str = "scratch",
     **options,
 ) -> tuple[Volume, dict]:
     """Super-resolve (``protocol="sr"``) or interpolate (``"interp"``) ``volume`` along voxel
     ``axis`` by ``factor``, training on the scan itself for at most ``time_budget`` seconds.
 
+    ``start``: ``"scratch"`` (SMORE: the network starts as cubic interpolation) or ``"prior"`` (the
+    shipped prior for this protocol and factor, fine-tuned; :class:`InputError` when none is shipped).
     Returns the output on ``subdivide_grid`` / ``insert_grid`` (interp: acquired slices copied
     exactly) and a report with the network configuration, steps, timings and training curve.
-    ``options``: ``network`` ("cnn" or "rdst"), ``batch_size``, ``patch_hr``, ``learning_rate``,
-    ``network_options`` (dict passed to the network builder).  Pass a dict as ``uncertainty_out``
-    to receive ``"uncertainty_sr"``: where the two plane families disagree, mapped to [0, 1].
+    ``options``: ``network`` ("cnn" or "rdst"; scratch only), ``batch_size``, ``patch_hr``,
+    ``learning_rate``, ``validate_every`` / ``patience`` (early stopping; ``patience=0`` turns it
+    off), ``precision`` ("auto": the residual trunk in bfloat16 at inference where the hardware computes
+    it natively; "float32"), ``network_options`` (dict passed to the network builder).  Pass a dict as
+    ``uncertainty_out`` to receive ``"uncertainty_sr"``: where the two plane families disagree,
+    mapped to [0, 1].
     """
     started = time.perf_counter()
     notify = _Progress(progress)
     unknown = set(options) - set(DEFAULTS) - {"network_options"}
     if unknown:
         raise TypeError(f"unknown self-SR option(s): {', '.join(sorted(unknown))}")
-    cfg = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+    if start not in START_MODES:
+        raise InputError(None, f"unknown self-SR start {start!r} (expected one of {', '.join(START_MODES)})")
+    defaults = {**DEFAULTS, "learning_rate": PRIOR_LEARNING_RATE} if start == "prior" else DEFAULTS
+    cfg = {**defaults, **{k: v for k, v in options.items() if k in DEFAULTS}}
     check_choice(protocol, THROUGH_PLANE_PROTOCOLS, "self-supervised protocol", volume.source)
     factor, axis = check_factor(factor, volume.source), check_axis(axis, volume.source)
     grid = output_grid(volume.grid, protocol, factor, axis)
@@ -195,6 +248,10 @@ def self_supervised_sr(
         raise InputError(volume.source, "the image contains NaN or infinite values")
     if time_budget <= 0:
         raise InputError(None, "time_budget must be positive")
+    if cfg["precision"] not in PRECISIONS:
+        raise InputError(None, f"unknown precision {cfg['precision']!r} (expected one of {', '.join(PRECISIONS)})")
+    if start == "prior" and (cfg["network"] != "cnn" or options.get("network_options")):
+        raise InputError(None, "the adaptation prior is the default 'cnn' network; network options apply to 'self'")
     torch_device = _resolve_device(device)
     notify(0.0, "self-SR: preparing training data")
     _check_cancel(cancel)
@@ -202,15 +259,42 @@ def self_supervised_sr(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     norm, lo, scale = robust_normalization(volume.array)
-    planes = np.moveaxis(norm, axis + 1, 0)  # (S, C, P, Q): the acquired high-resolution slices
+    box = network_box(volume, axis)
+    if protocol == "interp" and box[axis].stop - box[axis].start < 2:
+        box = tuple(slice(0, n) if a == axis else b for a, (b, n) in enumerate(zip(box, volume.shape)))
+    inner = np.ascontiguousarray(norm[(slice(None), *box)])
+    planes = np.moveaxis(inner, axis + 1, 0)  # (S, C, P, Q): the acquired high-resolution slices in the box
     sampler = InplanePatchSampler(planes, protocol, factor, patch_hr=int(cfg["patch_hr"]), rng=rng)
-    net_options = options.get("network_options", {})
-    net, net_cfg = build_network(cfg["network"], volume.channels, factor, protocol, **net_options)
+    sampler.rng = np.random.default_rng(seed + 7919)  # the held-back patches come from their own stream
+    held_back = [sampler.sample(VALIDATION_PATCHES // 4) for _ in range(4)]
+    sampler.rng = rng
+    prior_record = None
+    if start == "prior":
+        from .selfsr_prior import load_prior
+
+        net, prior_record, net_cfg = load_prior(protocol, factor, volume.channels, source=volume.source)
+    else:
+        net, net_cfg = build_network(cfg["network"], volume.channels, factor, protocol,
+                                     **options.get("network_options", {}))
     net = net.to(torch_device)
+    start_choice = None
+    if start == "prior":  # the prior must beat cubic interpolation on this scan's own patches, or it is not used
+        cubic_net, _ = build_network("cnn", volume.channels, factor, protocol)
+        prior_l1 = _validation_l1(net, held_back, torch_device)
+        cubic_l1 = _validation_l1(cubic_net.to(torch_device), held_back, torch_device)
+        start_choice = {"prior_l1": round(prior_l1, 6), "cubic_l1": round(cubic_l1, 6),
+                        "used": "prior" if prior_l1 <= cubic_l1 else "cubic"}
+        if prior_l1 > cubic_l1:
+            net, cfg["learning_rate"] = cubic_net.to(torch_device), DEFAULTS["learning_rate"]
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg["learning_rate"])
     loss_fn = nn.L1Loss()
-
-    estimate = _estimate_inference_seconds(net, norm, axis, torch_device)
+    # Inference may run the residual trunk in bfloat16 (training and validation stay float32).
+    inference_dtype = fast_inference_dtype(torch_device) if cfg["precision"] == "auto" else None
+    if not hasattr(net, "trunk_dtype"):
+        inference_dtype = None
+    net.trunk_dtype = inference_dtype
+    estimate = _estimate_inference_seconds(net, inner, axis, torch_device)
+    net.trunk_dtype = None
     prep_seconds = time.perf_counter() - started
     train_budget = max(0.0, time_budget - prep_seconds - INFERENCE_SAFETY * estimate)
     notify(TRAIN_FRACTION[0], "self-SR: training")
@@ -221,11 +305,17 @@ def self_supervised_sr(
     window: list[float] = []
     log_every = 10
     step = 0
+    validate_every, patience = max(1, int(cfg["validate_every"])), int(cfg["patience"])
+    best_l1 = _validation_l1(net, held_back, torch_device)
+    best = {"step": 0, "l1": best_l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+    validation = [{"step": 0, "l1": round(best_l1, 6)}]
+    since_best, stopped_early = 0, False
+    lr_value = cfg["learning_rate"]
     train_start = time.perf_counter()
     while True:
         elapsed = time.perf_counter() - train_start
         done_time = elapsed / train_budget if train_budget > 0 else 1.0
-        done_steps = step / max_steps if max_steps is not None else 0.0
+        done_steps = (step / max_steps if max_steps > 0 else 1.0) if max_steps is not None else 0.0
         if done_time >= 1.0 or done_steps >= 1.0:
             break
         _check_cancel(cancel)
@@ -245,11 +335,28 @@ def self_supervised_sr(
             curve.append({"step": step, "seconds": round(time.perf_counter() - train_start, 3),
                           "l1": round(float(np.mean(window)), 6), "lr": round(lr_value, 8)})
             window = []
+        if step % validate_every == 0:
+            l1 = _validation_l1(net, held_back, torch_device)
+            validation.append({"step": step, "l1": round(l1, 6)})
+            if l1 < best["l1"] * (1.0 - MIN_IMPROVEMENT):
+                best = {"step": step, "l1": l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+                since_best = 0
+            else:
+                since_best += 1
+                if patience > 0 and since_best >= patience:
+                    stopped_early = True
+                    break
         fraction = max(done_time, done_steps)
         notify(TRAIN_FRACTION[0] + (TRAIN_FRACTION[1] - TRAIN_FRACTION[0]) * fraction, "self-SR: training")
     if window:
         curve.append({"step": step, "seconds": round(time.perf_counter() - train_start, 3),
                       "l1": round(float(np.mean(window)), 6), "lr": round(lr_value, 8)})
+    if step % validate_every:  # score the last weights too: they may be the best
+        l1 = _validation_l1(net, held_back, torch_device)
+        validation.append({"step": step, "l1": round(l1, 6)})
+        if l1 < best["l1"]:
+            best = {"step": step, "l1": l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+    net.load_state_dict(best["state"])
     train_seconds = time.perf_counter() - train_start
     if len(curve) > CURVE_POINTS:
         keep = np.unique(np.linspace(0, len(curve) - 1, CURVE_POINTS).round().astype(int))
@@ -257,12 +364,20 @@ def self_supervised_sr(
 
     notify(TRAIN_FRACTION[1], "self-SR: applying the network")
     net.eval()
+    net.trunk_dtype = inference_dtype
     infer_start = time.perf_counter()
     n_out = grid.size[axis]
     span = 1.0 - TRAIN_FRACTION[1]
-    fused, first = _apply(net, norm, axis, n_out, torch_device, cancel,
-                          lambda f: notify(TRAIN_FRACTION[1] + 0.95 * span * f, "self-SR: applying the network"),
-                          keep_first=uncertainty_out is not None)
+    a0, a1 = box[axis].start, box[axis].stop
+    inner_out = (a1 - a0) * factor if protocol == "sr" else (a1 - a0 - 1) * factor + 1
+    fused_inner, first_inner = _apply(net, inner, axis, inner_out, torch_device, cancel,
+                                      lambda f: notify(TRAIN_FRACTION[1] + 0.95 * span * f,
+                                                       "self-SR: applying the network"),
+                                      keep_first=uncertainty_out is not None)
+    fused = cubic_along(norm, axis, protocol, factor, n_out)
+    out_box = [slice(None)] + [slice(a0 * factor, a0 * factor + inner_out) if a == axis else b
+                               for a, b in enumerate(box)]
+    fused[tuple(out_box)] = fused_inner
     out = fused * scale[:, None, None, None].astype(np.float32) + lo[:, None, None, None].astype(np.float32)
     out = out.astype(np.float32)
     if protocol == "interp":  # the acquired slices are data, not predictions
@@ -272,8 +387,9 @@ def self_supervised_sr(
     if uncertainty_out is not None:
         # The two plane families are independent estimates: their spread (|a - b| / 2 in normalised
         # units, 1 = the robust intensity range) is mapped to [0, 1] like any sample spread.
-        spread = np.abs(first - fused).max(axis=0)
-        unit = (spread / (spread + PLANE_SPREAD_SCALE)).astype(np.float32)
+        unit = np.zeros(tuple(grid.size), dtype=np.float32)  # outside the box both are the same cubic
+        spread = np.abs(first_inner - fused_inner).max(axis=0)
+        unit[tuple(out_box[1:])] = spread / (spread + PLANE_SPREAD_SCALE)
         if protocol == "interp":
             index = [slice(None)] * 3
             index[axis] = slice(0, None, factor)
@@ -284,13 +400,16 @@ def self_supervised_sr(
     notify(1.0, "self-SR: done")
 
     report = {
-        "method": "self-supervised SR (SMORE principle): in-plane patches degraded with the through-plane protocol",
+        "method": ("adaptation of the shipped self-SR prior to this scan" if start == "prior" else
+                   "self-supervised SR (SMORE principle): in-plane patches degraded with the through-plane protocol"),
         "protocol": protocol,
         "factor": factor,
         "axis": axis,
         "seed": seed,
         "device": str(torch_device),
+        "start": start,
         "network": net_cfg,
+        "network_box": [[b.start, b.stop] for b in box],
         "training": {
             "steps": step,
             "max_steps": max_steps,
@@ -304,9 +423,13 @@ def self_supervised_sr(
             "augmentation": "both in-plane axes degraded, all R block phases, random flips of both axes",
             "final_l1": curve[-1]["l1"] if curve else None,
             "curve": curve,
+            "validation": {"patches": VALIDATION_PATCHES, "every": validate_every, "patience": patience,
+                           "best_step": best["step"], "best_l1": round(best["l1"], 6),
+                           "stopped_early": stopped_early, "curve": validation[-CURVE_POINTS:]},
         },
         "normalization": {"percentiles": list(PERCENTILES), "low": lo.tolist(), "scale": scale.tolist()},
         "fusion": "mean of the two planes containing the through-plane axis",
+        "inference_precision": "float32" if inference_dtype is None else f"{str(inference_dtype)[6:]} residual trunk",
         "time_budget_s": float(time_budget),
         "timings_s": {
             "preparation": round(prep_seconds, 3),
@@ -316,7 +439,12 @@ def self_supervised_sr(
             "total": round(time.perf_counter() - started, 3),
         },
     }
+    if prior_record is not None:
+        report["prior"] = {"name": prior_record.get("name"), "weights_sha256": prior_record.get("weights_sha256"),
+                           "trained_steps": prior_record.get("training", {}).get("exported_step"),
+                           "start_check": start_choice}
     return volume.with_grid(out, grid), report
 
 
-__all__ = ["CancelledError", "robust_normalization", "self_supervised_sr"]
+__all__ = ["START_MODES", "CancelledError", "cubic_along", "network_box", "robust_normalization",
+           "self_supervised_sr"]

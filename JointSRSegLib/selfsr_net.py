@@ -99,11 +99,16 @@ class CompactSRNet(nn.Module):
         self.tail = Convolution(2, features, channels, conv_only=True)
         nn.init.zeros_(self.tail.conv.weight)  # start exactly at the cubic interpolation
         nn.init.zeros_(self.tail.conv.bias)
+        self.trunk_dtype: torch.dtype | None = None  # set by inference: the residual in bfloat16 (base stays fp32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.head(x)
-        f = f + self.body(f)
-        return self.base(x) + self.tail(self.up(f))
+        base = self.base(x)
+        dtype, enabled = self.trunk_dtype or torch.bfloat16, self.trunk_dtype is not None
+        with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+            f = self.head(x)
+            f = f + self.body(f)
+            residual = self.tail(self.up(f))
+        return base + residual.float()
 
 
 class RDSTResidual(nn.Module):
@@ -130,6 +135,20 @@ def build_network(name: str, channels: int, factor: int, protocol: str, **option
         raise ValueError(f"unknown self-SR network {name!r}; choose from {', '.join(NETWORKS)}")
     params = sum(p.numel() for p in net.parameters())
     return net, {"name": name, **cfg, "channels": channels, "scale": [1, factor], "parameters": int(params)}
+
+
+def fast_inference_dtype(device: torch.device) -> torch.dtype | None:
+    """bfloat16 for the residual trunk where the hardware computes it natively (CUDA with bf16, CPUs with
+    AVX512-BF16 or AMX), else None (float32).  Measured on this project's 2-core AVX512-BF16 CPU: 2.3x
+    faster, mean |difference| 4e-4 of the intensity range (docs/selfsr.md)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        cpu = torch.cpu
+        native = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+            cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else None
+    return None
 
 
 def cosine_lr(base_lr: float, progress: float, warmup: float = 0.02, floor: float = 0.02) -> float:

@@ -50,7 +50,9 @@ SEGMENTATION_BASELINES = ("atropos",)  # classical GM/WM segmentation (B-spline 
 BASELINE_NAMES = IMAGE_BASELINES + LABEL_BASELINES + SEGMENTATION_BASELINES
 DEFAULT_BASELINE = "bspline"  # the reference every model must beat, and the fallback model
 SELF_SUPERVISED = "self"  # self-supervised SR trained on the scan itself
-RESERVED_MODEL_IDS = BASELINE_NAMES + (SELF_SUPERVISED,)  # no package may take these ids
+ADAPTATION = "adapt"  # the shipped self-SR prior fine-tuned on the scan (JointSRSegLib.selfsr_prior)
+SELF_TRAINED = (SELF_SUPERVISED, ADAPTATION)  # models trained on the scan itself, no package needed
+RESERVED_MODEL_IDS = BASELINE_NAMES + SELF_TRAINED  # no package may take these ids
 
 # --------------------------------------------------------------------------- outputs and devices
 
@@ -223,6 +225,7 @@ def declared_uncertainty(tasks: Sequence[str]) -> tuple[str, ...]:
 
 
 __all__ = [
+    "ADAPTATION",
     "AUTO",
     "AXES",
     "BASELINE_NAMES",
@@ -245,6 +248,7 @@ __all__ = [
     "SCALE_FACTORS",
     "SEGMENTATION_BASELINES",
     "SELF_SUPERVISED",
+    "SELF_TRAINED",
     "TASKS",
     "TASK_TEXT",
     "THROUGH_PLANE_PROTOCOLS",

@@ -230,10 +230,11 @@ def test_engine_refuses_a_bad_method_and_mc_dropout_without_dropout_before_runni
     with pytest.raises(InputError) as error:
         run(uncertainty_method="mc_dropout")
     assert_names(error.value, SHIPPED, ("'mc_dropout'", "auto or tta"))
-    with pytest.raises(InputError) as error:
-        engine.run_model_package(thick(), "self", ("sr",), 4, 2, "cpu", True, lambda f, s: None, CancelToken(),
-                                 StageTimer(), uncertainty_method="tta")  # fmt: skip
-    assert_names(error.value, "self: uncertainty method 'tta'", ("auto",))
+    for trained_on_the_scan in v.SELF_TRAINED:
+        with pytest.raises(InputError) as error:
+            engine.run_model_package(thick(), trained_on_the_scan, ("sr",), 4, 2, "cpu", True, lambda f, s: None,
+                                     CancelToken(), StageTimer(), uncertainty_method="tta")  # fmt: skip
+        assert_names(error.value, f"{trained_on_the_scan}: uncertainty method 'tta'", ("auto",))
     assert not ran, "nothing ran before the refusal"
 
 
@@ -319,7 +320,7 @@ def test_package_ids_of_the_vocabulary_are_reserved(dropout_package, tmp_path):
     copy = tmp_path / "pkg"
     shutil.copytree(dropout_package, copy)
     meta = json.loads((copy / "model.json").read_text())
-    for reserved in (v.SELF_SUPERVISED, "atropos"):
+    for reserved in (*v.SELF_TRAINED, "atropos"):
         (copy / "model.json").write_text(json.dumps({**meta, "id": reserved}))
         with pytest.raises(InputError, match="is reserved"):
             load_package(copy)

@@ -12,6 +12,9 @@ compared with both ran (paired), so a partial run cannot flatter anyone:
 * ``psnr_gain_over_bspline_db``, ``ssim`` / ``bspline_ssim`` (inside the head), ``self_gain_over_bspline_db``:
   on every case with a high-resolution reference (label-map, real T1, MNI).
 
+``adapt`` (the shipped self-SR prior fine-tuned on the scan) gets the same record in its ``prior.json``, so the
+defaults rule can rank it next to the packages for image requests.
+
 Rows of several reports are merged (later files win for the same case and method).
 """
 
@@ -173,6 +176,15 @@ def main() -> None:
         if args.write:
             write_check_key(folder, "realistic", record)
             update_card(folder.name, record)
+    from JointSRSegLib.selfsr_prior import PRIOR_FILE, PRIORS_DIR
+
+    for folder in sorted(p.parent for p in PRIORS_DIR.glob(f"*/{PRIOR_FILE}")):  # the priors of model 'adapt'
+        record = package_record(rows, "adapt", sources)
+        if record is None:
+            continue
+        print(f"adapt ({folder.name})", json.dumps(record))
+        if args.write:
+            write_check_key(folder, "realistic", record, filename=PRIOR_FILE)
 
 
 if __name__ == "__main__":

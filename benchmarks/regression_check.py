@@ -126,13 +126,14 @@ def write_check(package: Path, check: dict) -> None:
     write_check_key(package, "regression_check", check)
 
 
-def write_check_key(package: Path, key: str, record: dict) -> None:
-    """Store ``record`` as ``metrics[key]`` in the package's model.json atomically (temp file + rename)."""
-    path = package / "model.json"
-    meta = json.loads(path.read_text())
+def write_check_key(package: Path, key: str, record: dict, filename: str = "model.json") -> None:
+    """Store ``record`` as ``metrics[key]`` in the package's model.json (or a prior's prior.json) atomically
+    (temp file + rename)."""
+    path = package / filename
+    meta = json.loads(path.read_text(encoding="utf-8"))
     meta.setdefault("metrics", {})[key] = record
-    fd, tmp = tempfile.mkstemp(dir=package, prefix=".model.json.")
-    with os.fdopen(fd, "w") as handle:
+    fd, tmp = tempfile.mkstemp(dir=package, prefix=f".{filename}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(meta, indent=2) + "\n")
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)

@@ -19,7 +19,9 @@ from JointSRSegLib.defaults import quality_text
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.geometry import anisotropy, through_plane_axis
 from JointSRSegLib.package_schema import uncertainty_methods
+from JointSRSegLib.selfsr_prior import available_priors
 from JointSRSegLib.vocabulary import (
+    ADAPTATION,
     AUTO,
     BASELINE_NAMES,
     DEFAULT_BASELINE,
@@ -190,6 +192,24 @@ def describe_self_supervised() -> ModelDescription:
         license="Apache-2.0 (part of JointSRSeg)",
         intended_use="Research use, not for diagnosis.",
         expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 300},
+    )
+
+
+def describe_adaptation() -> ModelDescription:
+    """The shipped self-SR prior fine-tuned on the input: ``self`` started from a trained network."""
+    return ModelDescription(
+        id=ADAPTATION,
+        name="Adapted SR (shipped prior + self-training)",
+        description="Starts from a small SR network pre-trained on real and synthetic head scans and fine-tunes "
+        "it on the volume's own in-plane detail; stops when its held-back loss stops improving. "
+        "Thick-slice (sr) input, one-channel images.",
+        tasks=("sr",),
+        inputs=(("image", "any"),),
+        license="Apache-2.0 (part of JointSRSeg); prior trained on OpenNeuro ds002748 (CC0) and SynthSeg "
+        "label maps (Apache-2.0)",
+        intended_use="Research use, not for diagnosis.",
+        expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 120},
+        factors=tuple(sorted(f for protocol, f in available_priors() if protocol == "sr")),
     )
 
 

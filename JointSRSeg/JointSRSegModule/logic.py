@@ -69,7 +69,7 @@ class RunRequest:
     inputNodes: list[Any]
     volume: Volume
     model: checks.ModelDescription
-    modelRef: str  # what predict() takes: a baseline name, "self" or the verified package's path
+    modelRef: str  # what predict() takes: a baseline name, "self", "adapt" or the verified package's path
     tasks: tuple[str, ...]
     scale: int
     axis: int
@@ -254,7 +254,8 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
                     package = load_package(info.path, verify_weights=False, check_architecture=False)
                     found[info.id] = checks.describe_package(package, info.source)
         baselines = [checks.describe_baseline(name) for name in checks.BASELINES]
-        return list(found.values()) + [checks.describe_self_supervised()] + baselines
+        learned = [checks.describe_self_supervised(), checks.describe_adaptation()]
+        return list(found.values()) + learned + baselines
 
     # ------------------------------------------------------------------ default model per request
 
@@ -327,6 +328,8 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
             return checks.describe_baseline(str(model)), str(model)
         if str(model) == checks.SELF_SUPERVISED:
             return checks.describe_self_supervised(), checks.SELF_SUPERVISED
+        if str(model) == checks.ADAPTATION:
+            return checks.describe_adaptation(), checks.ADAPTATION
         from JointSRSegLib.packaging import resolve_model
 
         package = resolve_model(model)  # verifies the weights' sha256 before anything runs

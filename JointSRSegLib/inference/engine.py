@@ -38,7 +38,14 @@ from ..uncertainty import (
     sample_variance_map,
     summarize,
 )
-from ..vocabulary import AUTO, IMAGE_TASKS, SELF_SUPERVISED, check_method_applies, check_uncertainty_method
+from ..vocabulary import (
+    ADAPTATION,
+    AUTO,
+    IMAGE_TASKS,
+    SELF_SUPERVISED,
+    check_method_applies,
+    check_uncertainty_method,
+)
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
 from .slicewise import _probabilities, inplane_sr, pairwise_interpolation, smore_sr
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
 FOREGROUND_OPTION = "foreground_only"  # options[...] = False runs the network on the whole field of view
+# model names trained on the scan itself -> how self_supervised_sr starts (docs/selfsr.md)
+SELF_SUPERVISED_MODES = {SELF_SUPERVISED: "scratch", ADAPTATION: "prior"}
 
 
 def _sampled_forward(
@@ -96,15 +105,16 @@ def run_model_package(
     timer: StageTimer,
     **options,
 ) -> tuple[dict[str, Volume], dict]:
-    """Run a model package (id or path) or ``"self"``; returns outputs by name and a model report."""
+    """Run a model package (id or path), ``"self"`` or ``"adapt"``; returns outputs by name and a model report."""
     method = check_uncertainty_method(options.get("uncertainty_method", AUTO))
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
-    if str(model) == SELF_SUPERVISED:
+    if str(model) in SELF_SUPERVISED_MODES:
         if uncertainty:
             why = "self-supervised SR maps the disagreement of its two plane families"
-            check_method_applies(method, SELF_SUPERVISED, (AUTO,), why)
-        return _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options)
+            check_method_applies(method, str(model), (AUTO,), why)
+        return _run_self_supervised(volume, str(model), tasks, factor, axis, device, uncertainty, notify, token, timer,
+                                    **options)
     with timer.stage("preparing"):
         notify(0.02, "preparing")
         package = resolve_model(model)
@@ -410,12 +420,13 @@ def _match_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notify, token, timer, **options):
+def _run_self_supervised(volume, mode, tasks, factor, axis, device, uncertainty, notify, token, timer, **options):
+    """``self`` (trained from scratch on the scan) or ``adapt`` (the shipped prior fine-tuned on it)."""
     from ..selfsr import self_supervised_sr
 
     if "seg" in tasks:
-        problem = "self-supervised mode does sr and interp only; choose a model with 'seg' to segment"
-        raise InputError(SELF_SUPERVISED, problem)
+        raise InputError(mode, f"model {mode!r} does sr and interp only; choose a model with 'seg' to segment "
+                               "(or seg_model='atropos')")
     outputs, reports, summaries = {}, {}, {}
     with timer.stage("running"):
         for task in tasks:
@@ -432,16 +443,18 @@ def _run_self_supervised(volume, tasks, factor, axis, device, uncertainty, notif
                 device=str(select_device(device)),
                 max_steps=options.get("max_steps"),
                 uncertainty_out=extra,
+                start=SELF_SUPERVISED_MODES[mode],
             )
             outputs[task] = out
             reports[task] = report
             if extra:
                 outputs["uncertainty_sr"] = extra["uncertainty_sr"]
                 summaries["uncertainty_sr"] = summarize(extra["uncertainty_sr"].array[0])
+    prior = next((r["prior"] for r in reports.values() if "prior" in r), None)
     return outputs, {
-        "id": SELF_SUPERVISED,
-        "source": "self-supervised",
-        "weights_sha256": None,
+        "id": mode,
+        "source": "self-supervised" if prior is None else "adapted prior",
+        "weights_sha256": None if prior is None else prior["weights_sha256"],
         "device": str(select_device(device)),
         "uncertainty": summaries,
         "uncertainty_method": "disagreement of the two plane families" if uncertainty else None,
