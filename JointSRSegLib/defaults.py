@@ -11,7 +11,8 @@ the largest mean Dice; a package without such a record ranks after those with on
 ``adapt`` (the shipped self-SR prior fine-tuned on the scan, :mod:`JointSRSegLib.selfsr_prior`) competes
 as one more candidate for image-only requests of its protocol and factor, ranked by the real-scan record
 in its ``prior.json``.  When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module;
-the demo asks for a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
+the demo asks for
+a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
 A request for image output only (no ``seg``) never gets a package whose card records a *loss* against
 B-spline: it would make the image worse than the classical default.
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .api import predict
 from .baselines import upsample_image
-from .defaults import SEGMENTATION_PEER, choose_default, realistic_record, shipped_packages
+from .defaults import SEGMENTATION_PEER, choose_default, realistic_record, shipped_packages, shipped_priors
 from .degradation import crop_to_grid, simulate_thick_slices
 from .evaluation import evaluate_volumes
 from .io import read_volume
@@ -38,7 +38,8 @@ class DemoPlan:
 
 
 def demo_plan(factor: int = DEMO_FACTOR) -> DemoPlan:
-    """SR by the built-in package with the best *measured* gain over B-spline -- unless the real-scan
+    """SR by the built-in package (or ``adapt``, the shipped prior fine-tuned on the scan) with the best
+    *measured* gain over B-spline -- unless the real-scan
     report shows the self-supervised mode (``self``, trained on the scan itself; docs/selfsr.md) gaining
     more -- else by ``self``; segmentation by the built-in package that beats ``atropos`` on the
     real-scan report, else by ``atropos`` on the SR output.  Both come from
@@ -46,8 +47,8 @@ def demo_plan(factor: int = DEMO_FACTOR) -> DemoPlan:
     sr = choose_default(("sr",), "sr", factor, require_gain=True, fallback="self")
     seg = choose_default(("seg",), "sr", factor, fallback=None)
     if sr.model != "self" and sr.gain_db is not None:
-        packages = {p.id: p for p in shipped_packages()}
-        real = realistic_record(packages[sr.model].metadata, "sr", factor) if sr.model in packages else None
+        candidates = {p.id: p for p in [*shipped_packages(), *shipped_priors()]}  # adapt's record is in prior.json
+        real = realistic_record(candidates[sr.model].metadata, "sr", factor) if sr.model in candidates else None
         self_gain = (real or {}).get("self_gain_over_bspline_db")
         if isinstance(self_gain, (int, float)) and self_gain > sr.gain_db:
             return DemoPlan("self", seg.model, f"self gains {self_gain:+.2f} dB over B-spline on the real-scan "

@@ -143,7 +143,7 @@ def test_the_untrained_prior_beats_bspline_on_a_scan_it_never_saw(sample_case):
 
 
 def _copy_prior(tmp_path, monkeypatch):
-    shutil.copytree(PRIORS_DIR / prior_name("sr", 4), tmp_path / prior_name("sr", 4))
+    shutil.copytree(PRIORS_DIR / prior_name("sr", 4), tmp_path / prior_name("sr", 4), dirs_exist_ok=True)
     monkeypatch.setattr(selfsr_prior, "PRIORS_DIR", tmp_path)
     return tmp_path / prior_name("sr", 4)
 
@@ -193,3 +193,42 @@ def test_adapt_refuses_segmentation_and_network_options(sample_case):
         predict(lr, model="adapt", tasks=("sr", "seg"), scale=4, axis=1)
     with pytest.raises(InputError, match="the adaptation prior is the default 'cnn' network"):
         self_supervised_sr(lr, "sr", 4, 1, time_budget=30, max_steps=0, start="prior", network="rdst")
+
+
+def _prior_with_record(tmp_path, monkeypatch, gain: float, self_gain: float) -> None:
+    folder = _copy_prior(tmp_path, monkeypatch)
+    record = json.loads((folder / "prior.json").read_text(encoding="utf-8"))
+    record["metrics"] = {"realistic": {"protocol": "sr", "factor": 4, "psnr_gain_over_bspline_db": gain,
+                                       "ssim": 0.95, "bspline_ssim": 0.90, "self_gain_over_bspline_db": self_gain}}
+    (folder / "prior.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_adapt_competes_in_the_defaults_rule_by_its_real_scan_record(tmp_path, monkeypatch):
+    """The prior's real-scan record (prior.json) ranks ``adapt`` next to the packages for image-only
+    requests of its protocol and factor -- and nowhere else."""
+    from JointSRSegLib.defaults import choose_default, shipped_packages, shipped_priors
+    from JointSRSegLib.demo import demo_plan
+
+    packages = {p.id: p for p in shipped_packages()}
+    best_package = max(p.metadata["metrics"].get("realistic", {}).get("psnr_gain_over_bspline_db", -9)
+                       for p in packages.values() if "sr" in p.tasks)
+    _prior_with_record(tmp_path, monkeypatch, gain=best_package + 1.0, self_gain=best_package + 0.5)
+    assert [m.id for m in shipped_priors()] == ["adapt"]
+    choice = choose_default(("sr",), "sr", 4)
+    assert choice.model == "adapt" and f"{best_package + 1.0:+.2f} dB" in choice.reason
+    assert choose_default(("sr",), "sr", 3).model != "adapt"  # no x3 prior
+    assert choose_default(("sr", "seg"), "sr", 4).model != "adapt"  # adapt does not segment
+    plan = demo_plan()
+    assert plan.sr_model == "adapt"
+    _prior_with_record(tmp_path, monkeypatch, gain=best_package + 1.0, self_gain=best_package + 2.0)
+    assert demo_plan().sr_model == "self"  # self measured more on the same cases
+
+
+def test_adapt_without_a_record_is_never_the_demo_choice(tmp_path, monkeypatch):
+    from JointSRSegLib.demo import demo_plan
+
+    folder = _copy_prior(tmp_path, monkeypatch)
+    record = json.loads((folder / "prior.json").read_text(encoding="utf-8"))
+    record.pop("metrics", None)
+    (folder / "prior.json").write_text(json.dumps(record), encoding="utf-8")
+    assert demo_plan().sr_model != "adapt"
