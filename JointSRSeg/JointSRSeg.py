@@ -26,8 +26,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from JointSRSegLib.vocabulary import AUTO, MAX_FACTOR, MIN_FACTOR, UNCERTAINTY_METHOD_TEXT, UNCERTAINTY_METHODS
+
 MAX_INPUTS = 4
 POLL_MS = 100
+# The uncertainty Method menu's tooltip; the .ui carries the same text (Testing/test_vocabulary.py).
+METHODS_TOOLTIP = "; ".join(f"{name}: {text}" for name, text in UNCERTAINTY_METHOD_TEXT.items())
 
 
 class JointSRSeg(ScriptedLoadableModule):
@@ -98,15 +102,15 @@ class JointSRSegParameterNode:
     taskSR: bool = True
     taskInterp: bool = False
     taskSeg: bool = False
-    scale: Annotated[int, WithinRange(2, 8)] = 4
+    scale: Annotated[int, WithinRange(MIN_FACTOR, MAX_FACTOR)] = 4
     srDirection: Annotated[str, Choice(["through-plane", "in-plane"])] = "through-plane"
     axis: Annotated[str, Choice(["auto", "I", "J", "K"])] = "auto"
     # cuda = GPU 0; cuda:N = GPU N; mps = Apple GPU (the worker sets CUDA_VISIBLE_DEVICES for cuda:N).
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = AUTO
     uncertainty: bool = False
-    uncertaintyMethod: Annotated[
-        str, Choice(["auto", "aleatoric", "sample_variance", "entropy", "mutual_information"])
-    ] = "auto"
+    # The engine's methods (auto, tta, mc_dropout: JointSRSegLib.vocabulary); the map each gives per task
+    # is the run report's model.uncertainty_kinds.
+    uncertaintyMethod: Annotated[str, Choice(list(UNCERTAINTY_METHODS))] = AUTO
     markUncertainVoxels: bool = False
     uncertainThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -274,9 +278,11 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         selector.blockSignals(False)
         self.ui.modelInfoLabel.text = self.logic.modelInfoText(model, self._choice if self._modelIsDefault else None)
         selector.toolTip = model.card_text()
-        self.ui.uncertaintyCheckBox.enabled = bool(model.uncertainty)
-        if not model.uncertainty:
+        self.ui.uncertaintyCheckBox.enabled = bool(model.uncertainty_methods)
+        if not model.uncertainty_methods:
             self.ui.uncertaintyCheckBox.checked = False
+        methods = ", ".join(model.uncertainty_methods) or "none"
+        self.ui.uncertaintyMethodComboBox.toolTip = f"{METHODS_TOOLTIP}\nThis model: {methods}."
         selectors = [
             self.ui.inputVolumeSelector,
             self.ui.inputVolume2Selector,

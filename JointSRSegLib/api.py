@@ -17,16 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .arguments import check_predict_arguments, check_tasks
-from .baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, upsample_image, upsample_labels
+from .arguments import check_predict_arguments
+from .baselines import upsample_image, upsample_labels
 from .errors import CancelledError, InputError
-from .geometry import check_factor, through_plane_axis
+from .geometry import through_plane_axis
 from .io import check_image_content, read_volumes
 from .report import StageTimer, describe_grid, describe_volume, package_versions, peak_rss_mb
+from .vocabulary import (
+    AUTO,
+    BASELINE_NAMES,
+    DEFAULT_BASELINE,
+    IMAGE_TASKS,
+    INPUT_GRID_FACTOR,
+    PROTOCOL_OF_TASK,
+    SEGMENTATION_BASELINES,
+    check_factor,
+    check_method_applies,
+    check_segmentation_model,
+    parse_tasks,
+)
 from .volume import Volume
 
-TASKS = ("sr", "interp", "seg")
-PROTOCOL_OF_TASK = {"sr": "sr", "interp": "interp"}
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -51,15 +62,6 @@ class Prediction:
 
     outputs: dict[str, Volume] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
-
-
-def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
-    check_tasks(tasks)
-    items = [t.strip().lower() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
-    unknown = [t for t in items if t not in TASKS]
-    if unknown or not items:
-        raise InputError(None, f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
-    return tuple(dict.fromkeys(items))
 
 
 def load_inputs(inputs: Volume | str | Path | Sequence[str | Path]) -> Volume:
@@ -109,17 +111,17 @@ def predict(
     seg_model = options.pop("seg_model", None)
     model_name = str(model)
     if model_name in SEGMENTATION_BASELINES:
-        model_name, seg_model = "bspline", model_name
-    if seg_model is not None and str(seg_model) not in SEGMENTATION_BASELINES:
-        raise InputError(
-            None, f"unknown segmentation model {seg_model!r}; choose from {', '.join(SEGMENTATION_BASELINES)}"
-        )
+        model_name, seg_model = DEFAULT_BASELINE, model_name
+    if seg_model is not None:
+        check_segmentation_model(seg_model)
+    task_list = parse_tasks(tasks)
+    if uncertainty:
+        _check_uncertainty_method(str(model), str(options.get("uncertainty_method", AUTO)))
     with timer.stage("checking input"):
         notify(0.0, "checking input")
         volume = load_inputs(inputs)
-        task_list = parse_tasks(tasks)
-        own_grid = seg_model is not None and task_list == ("seg",) and scale == 1
-        factor = 1 if own_grid else check_factor(scale, volume.source)
+        own_grid = seg_model is not None and task_list == ("seg",) and scale == INPUT_GRID_FACTOR
+        factor = INPUT_GRID_FACTOR if own_grid else check_factor(scale, volume.source)
         label_input = is_label_map(volume)
         if not label_input:
             check_image_content(volume)
@@ -153,6 +155,14 @@ def predict(
         "versions": package_versions(),
     }
     return Prediction(outputs=outputs, report=report)
+
+
+def _check_uncertainty_method(model: str, method: str) -> None:
+    """Sampling methods (tta, mc_dropout) need a network: refused for the classical methods before any
+    work (Atropos maps its own posterior); the engine checks packages and ``self``."""
+    if model in BASELINE_NAMES:
+        why = "a classical method has no network to sample (Atropos maps its own posterior)"
+        check_method_applies(method, model, (AUTO,), why)
 
 
 def _run_baseline(
@@ -217,7 +227,7 @@ def _run_with_atropos(
         if result.uncertainty is not None:
             outputs["uncertainty_seg"] = Volume.from_grid(result.uncertainty[None], source.grid, source=volume.source)
         seg_report = {"id": "atropos", "source": "baseline", "kind": "segmentation", **result.report}
-    for name in [n for n in outputs if n in ("sr", "interp") and n not in tasks]:
+    for name in [n for n in outputs if n in IMAGE_TASKS and n not in tasks]:
         outputs.pop(name)  # the SR that was only made to be segmented
         outputs.pop("uncertainty_sr", None)
     report = {**report, "seg_model": seg_report}

@@ -21,24 +21,21 @@ import SimpleITK as sitk
 from .errors import InputError
 from .geometry import continuous_index, output_grid
 from .io import volume_to_sitk
+from .vocabulary import IMAGE_BASELINES, IMAGE_TASKS, LABEL_METHODS, SEGMENTATION_BASELINES, TASKS, check_choice
 from .volume import Grid, Volume
 
+# SimpleITK's interpolator for each of the vocabulary's IMAGE_BASELINES (the names are defined there).
 IMAGE_INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
     "linear": sitk.sitkLinear,
     "bspline": sitk.sitkBSpline,  # cubic B-spline with ITK's interpolating prefilter
     "lanczos": sitk.sitkLanczosWindowedSinc,
 }
-LABEL_METHODS = ("nearest", "contour")
-# Classical GM/WM segmentation (JointSRSegLib.atropos, optional extra ``atropos``); as ``--model`` it
-# upsamples with ``bspline`` and segments the result, as ``--seg-model`` it segments another model's SR.
-SEGMENTATION_BASELINES = ("atropos",)
-BASELINE_NAMES = tuple(IMAGE_INTERPOLATORS) + ("contour",) + SEGMENTATION_BASELINES
 
 
 def baseline_tasks(name: str) -> tuple[str, ...]:
-    """The tasks a baseline serves (``jointsrseg models``)."""
-    return ("sr", "interp", "seg") if name in SEGMENTATION_BASELINES else ("sr", "interp")
+    """The tasks a baseline serves (``jointsrseg models``): Atropos also segments."""
+    return TASKS if name in SEGMENTATION_BASELINES else IMAGE_TASKS
 
 
 def _reference(grid: Grid, pixel_type: int) -> sitk.Image:
@@ -102,8 +99,7 @@ def resample_to_grid(volume: Volume, grid: Grid, method: str = "bspline") -> Vol
     ``lanczos`` along a single axis (both protocols) uses a separable 1D windowed-sinc matrix:
     SimpleITK's 3D windowed-sinc evaluates a 6x6x6 kernel per voxel and takes minutes on a brain.
     """
-    if method not in IMAGE_INTERPOLATORS:
-        raise InputError(None, f"unknown interpolation {method!r}; choose from {', '.join(IMAGE_INTERPOLATORS)}")
+    check_choice(method, IMAGE_BASELINES, "interpolation")
     single_axis = _single_axis_positions(volume, grid) if method == "lanczos" else None
     if single_axis is not None:
         axis, positions = single_axis
@@ -133,14 +129,13 @@ def upsample_image(volume: Volume, protocol: str, factor: int, axis: int, method
 
 def upsample_labels(labels: Volume, protocol: str, factor: int, axis: int, method: str = "nearest") -> Volume:
     """Baseline upsampling of a label map onto the protocol's output grid."""
+    check_choice(method, LABEL_METHODS, "label interpolation")
     grid = output_grid(labels.grid, protocol, factor, axis)
     if method == "nearest":
         dtype = _label_dtype(labels)
         array = labels.array if np.issubdtype(labels.array.dtype, np.integer) else np.rint(labels.array).astype(dtype)
         return _nearest_exact(labels.with_array(array), grid)
-    if method == "contour":
-        return _contour_interpolation(labels, grid, protocol, factor, axis)
-    raise InputError(None, f"unknown label interpolation {method!r}; choose from {', '.join(LABEL_METHODS)}")
+    return _contour_interpolation(labels, grid, protocol, factor, axis)
 
 
 def _label_dtype(labels: Volume) -> np.dtype:

@@ -13,6 +13,24 @@ import sys
 from pathlib import Path
 
 from .errors import CancelledError, InputError
+from .vocabulary import (
+    ADAPTATION,
+    AUTO,
+    DEFAULT_BASELINE,
+    DEVICES,
+    IMAGE_BASELINES,
+    LABEL_BASELINES,
+    MAX_FACTOR,
+    MIN_FACTOR,
+    OUTPUT_FORMATS,
+    SEGMENTATION_BASELINES,
+    SELF_SUPERVISED,
+    TASKS,
+    UNCERTAINTY_METHOD_TEXT,
+    UNCERTAINTY_METHODS,
+    parse_axis,
+    parse_tasks,
+)
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -40,6 +58,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tasks(text: str) -> tuple[str, ...]:
+    """``--tasks`` through the vocabulary, so an unknown task is a one-line usage error."""
+    try:
+        return parse_tasks(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input",
@@ -50,7 +76,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     _add_model_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="folder for outputs and report.json")
-    p.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"), help="output file format")
+    p.add_argument("--format", default=OUTPUT_FORMATS[0], choices=OUTPUT_FORMATS, help="output file format")
     p.add_argument("--series", default=None, metavar="UID", help="DICOM folder with several series: the one to read")
 
 
@@ -59,26 +85,31 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     from .atropos import PRIOR_MODES
 
     p.add_argument(
-        "--tasks", default="sr", help="comma-separated: sr (thick-slice SR), interp (slice interpolation), seg"
+        "--tasks",
+        default=(TASKS[0],),
+        type=_tasks,
+        help=f"comma-separated, from {', '.join(TASKS)}: sr (thick-slice SR), interp (slice interpolation), seg",
     )
     p.add_argument(
         "--scale",
         type=float,
         default=4,
-        help="through-plane factor R, an integer 2-8 (default 4); 1 with --tasks seg and atropos: the input grid",
+        help=f"through-plane factor R, an integer {MIN_FACTOR}-{MAX_FACTOR} (default 4); "
+        "1 with --tasks seg and atropos: the input grid",
     )
-    p.add_argument("--axis", default="auto", help="through-plane voxel axis 0, 1, 2 or auto (largest spacing)")
+    p.add_argument("--axis", default=AUTO, help="through-plane voxel axis 0, 1, 2 or auto (largest spacing)")
     p.add_argument(
         "--model",
-        default="bspline",
-        help="model id, package path, or baseline: nearest, linear, bspline, "
-        "lanczos (images), contour (label maps), atropos (B-spline + ANTs Atropos GM/WM); "
-        "self (trained on the scan itself), adapt (the shipped prior fine-tuned on the scan); see 'jointsrseg models'",
+        default=DEFAULT_BASELINE,
+        help=f"model id, package path, {SELF_SUPERVISED} (trained on the scan itself), {ADAPTATION} (the shipped "
+        f"prior fine-tuned on the scan) or baseline: {', '.join(IMAGE_BASELINES)} (images), "
+        f"{', '.join(LABEL_BASELINES)} (label maps), {', '.join(SEGMENTATION_BASELINES)} "
+        "(B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",
     )
     p.add_argument(
         "--seg-model",
         default=None,
-        choices=("atropos",),
+        choices=SEGMENTATION_BASELINES,
         help="segment the output of --model with this classical method instead (ANTs Atropos, extra 'atropos')",
     )
     p.add_argument(
@@ -87,7 +118,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         choices=PRIOR_MODES,
         help="Atropos: template = MNI152 GM/WM priors registered to the scan (default), none = k-means only",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default=AUTO, choices=DEVICES)
     p.add_argument(
         "--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them"
     )
@@ -96,10 +127,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--uncertainty-method",
-        default="auto",
-        choices=("auto", "tta", "mc_dropout"),
-        help="auto: the model's own heads (aleatoric SR, softmax entropy); tta: flip test-time augmentation; "
-        "mc_dropout: Monte-Carlo dropout samples",
+        default=AUTO,
+        choices=UNCERTAINTY_METHODS,
+        help="; ".join(f"{name}: {text}" for name, text in UNCERTAINTY_METHOD_TEXT.items()),
     )
     p.add_argument("--time-budget", type=float, default=300.0,
                    help="ceiling in seconds for --model self / adapt (training stops earlier when it converges)")
@@ -107,13 +137,11 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def predict_options(args: argparse.Namespace) -> dict:
     """The ``predict`` keyword arguments given by the shared model options (``run`` and ``batch``)."""
-    from .api import parse_tasks
-
     return {
         "model": args.model,
-        "tasks": parse_tasks(args.tasks),
+        "tasks": args.tasks,
         "scale": args.scale,
-        "axis": _axis_argument(args.axis),
+        "axis": parse_axis(args.axis),
         "device": args.device,
         "uncertainty": args.uncertainty,
         "threads": args.threads,
@@ -145,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input-dir", required=True, type=Path)
     batch.add_argument("--out-dir", required=True, type=Path)
     _add_model_arguments(batch)
-    batch.add_argument("--format", default="nii.gz", choices=("nii.gz", "nrrd"))
+    batch.add_argument("--format", default=OUTPUT_FORMATS[0], choices=OUTPUT_FORMATS)
     batch.add_argument(
         "--shard",
         default=None,
@@ -153,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser("demo", help="x4 thick-slice demo on the bundled MNI152 sample")
     demo.add_argument("--out-dir", type=Path, default=Path("demo_out"))
-    demo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    demo.add_argument("--device", default=AUTO, choices=DEVICES)
     demo.add_argument(
         "--time-budget", type=float, default=60.0, help="seconds of self-supervised training when it is the SR method"
     )
@@ -248,11 +276,11 @@ def _cmd_models() -> int:
     from .selfsr_prior import available_priors
 
     print(
-        "self" + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        any factor 2-8 "
-        "(trains on the scan itself)"
+        SELF_SUPERVISED + " " * max(2, width - 2) + "  built-in  sr,interp          any single image        "
+        f"any factor {MIN_FACTOR}-{MAX_FACTOR} (trains on the scan itself)"
     )
     priors = ", ".join(f"{p} x{f}" for p, f in available_priors()) or "none shipped"
-    print("adapt" + " " * max(2, width - 3) + f"  built-in  sr,interp          one-channel image       {priors} "
+    print(ADAPTATION + " " * max(2, width - 3) + f"  built-in  sr,interp          one-channel image       {priors} "
           "(shipped prior fine-tuned on the scan)")
     return 0
 
@@ -263,14 +291,6 @@ def _cmd_import_model(path: Path) -> int:
     package = import_model(path)
     print(f"installed {package.id} {package.version} into {package.path}")
     return 0
-
-
-def _axis_argument(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
-    if text in ("0", "1", "2"):
-        return int(text)
-    raise InputError(None, f"--axis {text!r} must be 0, 1, 2 or auto")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

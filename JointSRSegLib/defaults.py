@@ -32,12 +32,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TASKS = ("sr", "interp", "seg")
-PROTOCOLS = ("sr", "interp", "inplane")
-TASK_TEXT = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
-PROTOCOL_TEXT = {"sr": "thick slices", "interp": "gapped slices", "inplane": "in-plane"}
-DEFAULT_FALLBACK = "bspline"
-SEGMENTATION_PEER = "atropos"  # the classical tissue segmentation a package must beat to be the default
+from .vocabulary import (
+    ADAPTATION,
+    DEFAULT_BASELINE,
+    IMAGE_TASKS,
+    PROTOCOL_TEXT,
+    SEGMENTATION_BASELINES,
+    TASK_TEXT,
+    check_protocol,
+    parse_tasks,
+)
+
+DEFAULT_FALLBACK = DEFAULT_BASELINE
+SEGMENTATION_PEER = SEGMENTATION_BASELINES[0]  # the classical tissue segmentation a package must beat
 
 
 @dataclass(frozen=True)
@@ -50,23 +57,11 @@ class DefaultChoice:
     dice: float | None = None  # mean Dice the chosen package's card records for this request
 
 
-def normalize_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
-    """``"sr,seg"`` or ``["SR", "seg"]`` -> ``("sr", "seg")`` (order kept, duplicates dropped)."""
-    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
-    wanted = tuple(dict.fromkeys(t.strip().lower() for t in items if t and t.strip()))
-    unknown = [t for t in wanted if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; the tasks are {', '.join(TASKS)}")
-    return wanted
-
-
 def request_protocol(tasks: str | Sequence[str], protocol: str | None = None) -> str:
     """The protocol of a request: the one given, else ``interp`` for slice interpolation, else ``sr``."""
     if protocol is not None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; the protocols are {', '.join(PROTOCOLS)}")
-        return protocol
-    return "interp" if "interp" in normalize_tasks(tasks) else "sr"
+        return check_protocol(protocol)
+    return "interp" if "interp" in parse_tasks(tasks, allow_empty=True) else "sr"
 
 
 def fits(
@@ -78,7 +73,7 @@ def fits(
     factor: int,
 ) -> bool:
     """Whether a model (its tasks, protocols and factors) can serve the request."""
-    wanted = normalize_tasks(tasks)
+    wanted = parse_tasks(tasks, allow_empty=True)
     return (
         bool(wanted)
         and set(wanted) <= set(model_tasks)
@@ -184,7 +179,7 @@ def quality_text(metadata: Mapping[str, Any] | None) -> str:
 
 def describe_request(tasks: str | Sequence[str], protocol: str | None, factor: int) -> str:
     """e.g. "super-resolution + segmentation ×4 (thick slices)"."""
-    wanted = normalize_tasks(tasks)
+    wanted = parse_tasks(tasks, allow_empty=True)
     what = " + ".join(TASK_TEXT[t] for t in wanted) or "no task"
     return f"{what} ×{factor} ({PROTOCOL_TEXT[request_protocol(wanted, protocol)]})"
 
@@ -217,7 +212,7 @@ def shipped_priors() -> list[LearnedMethod]:
     for path in sorted(PRIORS_DIR.glob(f"*/{PRIOR_FILE}")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            method = LearnedMethod("adapt", ("sr",) if record["protocol"] == "sr" else ("interp",),
+            method = LearnedMethod(ADAPTATION, ("sr",) if record["protocol"] == "sr" else ("interp",),
                                    str(record["protocol"]), _Factors((int(record["factor"]),)),
                                    {"metrics": dict(record.get("metrics") or {})})
         except (OSError, ValueError, KeyError, TypeError):
@@ -249,12 +244,12 @@ def choose_default(
     this request (the demo's SR).  ``packages`` (``ModelPackage``-like: ``id``, ``tasks``,
     ``protocol``, ``scale.factors``, ``metadata``) replaces the built-in folder, e.g. in tests.
     """
-    wanted = normalize_tasks(tasks)
+    wanted = parse_tasks(tasks, allow_empty=True)
     factor = int(factor)
     if not wanted:
         return DefaultChoice(fallback, "no task requested" + (f"; using {fallback}" if fallback else ""))
     proto = request_protocol(wanted, protocol)
-    image_task = any(t in ("sr", "interp") for t in wanted)
+    image_task = any(t in IMAGE_TASKS for t in wanted)
     no_worse_than_bspline = image_task and "seg" not in wanted
     ranked, fitting, vetoed = [], 0, []
     candidates = [*shipped_packages(), *shipped_priors()] if packages is None else packages
@@ -319,16 +314,11 @@ def default_model(
 __all__ = [
     "DEFAULT_FALLBACK",
     "SEGMENTATION_PEER",
-    "PROTOCOLS",
-    "PROTOCOL_TEXT",
-    "TASKS",
-    "TASK_TEXT",
     "DefaultChoice",
     "choose_default",
     "default_model",
     "describe_request",
     "fits",
-    "normalize_tasks",
     "beats_segmentation_peer",
     "quality_text",
     "realistic_record",

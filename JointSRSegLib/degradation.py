@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import check_axis, check_factor, continuous_index, gapped_grid, thick_slice_grid
+from .geometry import continuous_index, gapped_grid, thick_slice_grid
+from .vocabulary import check_axis, check_factor
 from .volume import Grid, Volume
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))

@@ -16,26 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .vocabulary import check_axis, check_factor
 from .volume import Grid, Volume
 
-MIN_FACTOR, MAX_FACTOR = 2, 8
 TIE_TOLERANCE = 0.01
-
-
-def check_factor(factor: int, source: str | None = None) -> int:
-    """Accept integer factors 2..8 (the range the protocols and models are defined for)."""
-    if isinstance(factor, float) and not float(factor).is_integer():
-        raise InputError(source, f"scale factor {factor} must be an integer between {MIN_FACTOR} and {MAX_FACTOR}")
-    f = int(factor)
-    if not MIN_FACTOR <= f <= MAX_FACTOR:
-        raise InputError(source, f"scale factor {factor} is outside {MIN_FACTOR}-{MAX_FACTOR}")
-    return f
-
-
-def check_axis(axis: int, source: str | None = None) -> int:
-    if int(axis) not in (0, 1, 2):
-        raise InputError(source, f"axis {axis} is not a voxel axis (use 0, 1 or 2)")
-    return int(axis)
 
 
 def through_plane_axis(volume: Volume | Grid, axis: int | str | None = None) -> int:
@@ -47,7 +31,7 @@ def through_plane_axis(volume: Volume | Grid, axis: int | str | None = None) -> 
     grid = volume.grid if isinstance(volume, Volume) else volume
     source = volume.source if isinstance(volume, Volume) else None
     if axis is not None and axis != "auto":
-        return check_axis(int(axis), source)
+        return check_axis(axis, source)
     spacing = np.asarray(grid.spacing)
     order = np.argsort(spacing)[::-1]
     largest, second = spacing[order[0]], spacing[order[1]]

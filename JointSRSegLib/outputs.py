@@ -20,14 +20,12 @@ from pathlib import Path
 
 from .errors import InputError
 from .io import write_volume
+from .vocabulary import check_output_format
 from .volume import Volume
-
-OUTPUT_FORMATS = ("nii.gz", "nrrd")
 
 
 def output_paths(out_dir: Path, names: list[str], fmt: str) -> dict[str, Path]:
-    if fmt not in OUTPUT_FORMATS:
-        raise InputError(None, f"unknown output format {fmt!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+    check_output_format(fmt)
     return {name: out_dir / f"{name}.{fmt}" for name in names}
 
 

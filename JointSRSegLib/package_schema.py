@@ -14,22 +14,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .baselines import BASELINE_NAMES
 from .errors import InputError
 from .normalization import validate_spec
 from .terminology import snomed_problem
+from .vocabulary import (
+    AUTO,
+    RESERVED_MODEL_IDS,
+    TASKS,
+    UNCERTAINTY_METHODS,
+    check_choice,
+    check_protocol,
+    declared_uncertainty,
+)
 
 SCHEMA_VERSION = 1
-TASKS = ("sr", "interp", "seg")
-PROTOCOLS = ("sr", "interp", "inplane")
 FACTOR_AXES = ("through_plane", "in_plane", "all", "none")
-# Uncertainty a package may declare: "<task>_<kind>", kinds per task family.  ``seg_uasr``: REHRSeg's
-# UASR map (the self-SR teacher's Eq. 5 uncertainty on the HR grid), shipped with its segmenter.
-UNCERTAINTY_KINDS = {
-    "sr": ("aleatoric", "sample_variance"),
-    "interp": ("aleatoric", "sample_variance"),
-    "seg": ("entropy", "mutual_information", "uasr"),
-}
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "id": str,
@@ -154,7 +153,8 @@ def validate_metadata(
             raise InputError(source, f"{name} must be {wanted}, got {type(value).__name__} {value!r:.60}")
 
     _require(bool(ID_PATTERN.match(meta["id"])), source, f"id {meta['id']!r} must be letters, digits, '.', '_' or '-'")
-    _require(meta["id"] not in BASELINE_NAMES, source, f"id {meta['id']!r} is reserved for a classical baseline")
+    reserved = f"id {meta['id']!r} is reserved for a classical baseline or the self-supervised mode"
+    _require(meta["id"] not in RESERVED_MODEL_IDS, source, reserved)
     for name in ("version", "name"):
         _require(bool(meta[name].strip()), source, f"{name} must not be empty")
     sha = meta["weights_sha256"]
@@ -164,8 +164,7 @@ def validate_metadata(
     _check_architecture(meta, source, known_architectures)
     _check_tasks(meta, source)
     ScaleSpec.parse(meta["scale"], source)
-    protocol = meta["protocol"]
-    _require(protocol in PROTOCOLS, source, f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    check_protocol(meta["protocol"], source)
     _check_inputs(meta, source)
     validate_spec(meta["intensity_normalization"], source)
     _check_labels(meta["labels"], "seg" in meta["tasks"], source)
@@ -210,8 +209,8 @@ def _check_architecture(meta: Mapping, source: str | None, known: Mapping[str, A
 def _check_tasks(meta: Mapping, source: str | None) -> None:
     tasks = meta["tasks"]
     _require(bool(tasks), source, f"tasks must list at least one of {', '.join(TASKS)}")
-    bad = [t for t in tasks if t not in TASKS]
-    _require(not bad, source, f"unknown task(s) {bad}; tasks are among {', '.join(TASKS)}")
+    for task in tasks:
+        check_choice(task, TASKS, "task", source)
     _require(len(set(tasks)) == len(tasks), source, f"tasks lists a task twice: {tasks}")
 
 
@@ -256,7 +255,7 @@ def _check_labels(labels: Sequence, needed: bool, source: str | None) -> None:
 
 
 def _check_uncertainty(entries: Sequence, tasks: Sequence[str], source: str | None) -> None:
-    allowed = [f"{t}_{k}" for t in tasks for k in UNCERTAINTY_KINDS[t]]
+    allowed = declared_uncertainty(tasks)
     for entry in entries:
         _require(
             entry in allowed,
@@ -265,13 +264,30 @@ def _check_uncertainty(entries: Sequence, tasks: Sequence[str], source: str | No
         )
 
 
+def has_dropout(config: Mapping[str, Any]) -> bool:
+    """Whether a package's ``config`` switches dropout on: a value > 0 under a key naming dropout
+    (``dropout``, ``attn_dropout``, ``dropout_rate``), the knobs our architectures' builders take.
+    Read from model.json alone, so the Slicer panel can tell before torch starts; the engine checks
+    the built network's layers."""
+    return any(
+        "dropout" in str(key) and isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        for key, value in config.items()
+    )
+
+
+def uncertainty_methods(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The uncertainty methods that apply to a package: ``auto`` when it declares maps of its own,
+    ``tta`` always (flips of any network), ``mc_dropout`` when its network has dropout."""
+    applies = {AUTO: bool(meta.get("uncertainty")), "tta": True, "mc_dropout": has_dropout(meta.get("config", {}))}
+    return tuple(method for method in UNCERTAINTY_METHODS if applies[method])
+
+
 __all__ = [
     "FACTOR_AXES",
-    "PROTOCOLS",
     "REQUIRED_FIELDS",
     "SCHEMA_VERSION",
-    "TASKS",
-    "UNCERTAINTY_KINDS",
     "ScaleSpec",
+    "has_dropout",
+    "uncertainty_methods",
     "validate_metadata",
 ]

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .baselines import BASELINE_NAMES, baseline_tasks
+from .baselines import baseline_tasks
 from .errors import InputError
-from .geometry import MAX_FACTOR, MIN_FACTOR
 from .package_files import (
     check_package_members,
     copy_folder,
@@ -40,6 +39,7 @@ from .package_files import (
 )
 from .package_schema import SCHEMA_VERSION, ScaleSpec, validate_metadata
 from .package_verify import load_json_bounded, verify_package_contents
+from .vocabulary import BASELINE_NAMES, MAX_FACTOR, MIN_FACTOR, SCALE_FACTORS, THROUGH_PLANE_PROTOCOLS
 
 if TYPE_CHECKING:  # torch is imported where weights are read: listing packages works without it (Slicer)
     import torch
@@ -459,8 +459,8 @@ def _baseline_info(name: str) -> ModelInfo:
         scale=f"through-plane factor x{MIN_FACTOR}-x{MAX_FACTOR}",
         source="baseline",
         description=_BASELINE_DESCRIPTIONS.get(name, f"{name} interpolation"),
-        factors=tuple(range(MIN_FACTOR, MAX_FACTOR + 1)),
-        protocols=("sr", "interp"),
+        factors=SCALE_FACTORS,
+        protocols=THROUGH_PLANE_PROTOCOLS,
     )
 
 

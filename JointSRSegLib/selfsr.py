@@ -32,9 +32,10 @@ import torch.nn as nn
 
 from .errors import CancelledError, InputError
 from .foreground import bounding_box, head_mask
-from .geometry import check_axis, check_factor, output_grid
+from .geometry import output_grid
 from .selfsr_data import InplanePatchSampler
 from .selfsr_net import build_network, cosine_lr, cubic_matrix, fast_inference_dtype
+from .vocabulary import THROUGH_PLANE_PROTOCOLS, check_axis, check_choice, check_factor
 from .volume import Volume
 
 ProgressCallback = Callable[[float, str], None]
@@ -234,8 +235,7 @@ def self_supervised_sr(
         raise InputError(None, f"unknown self-SR start {start!r} (expected one of {', '.join(START_MODES)})")
     defaults = {**DEFAULTS, "learning_rate": PRIOR_LEARNING_RATE} if start == "prior" else DEFAULTS
     cfg = {**defaults, **{k: v for k, v in options.items() if k in DEFAULTS}}
-    if protocol not in ("sr", "interp"):
-        raise InputError(volume.source, f"unknown protocol {protocol!r} (expected 'sr' or 'interp')")
+    check_choice(protocol, THROUGH_PLANE_PROTOCOLS, "self-supervised protocol", volume.source)
     factor, axis = check_factor(factor, volume.source), check_axis(axis, volume.source)
     grid = output_grid(volume.grid, protocol, factor, axis)
     n_lr = volume.shape[axis]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .degradation import thick_slice_weights
+from .vocabulary import THROUGH_PLANE_PROTOCOLS, check_choice
 
 MIN_PATCH_STD = 0.02  # normalised units: skip (mostly) empty background patches
 
@@ -38,8 +39,7 @@ class InplanePatchSampler:
         patch_hr: int = 48,
         rng: np.random.Generator | None = None,
     ):
-        if protocol not in ("sr", "interp"):
-            raise ValueError(f"unknown protocol {protocol!r}")
+        check_choice(protocol, THROUGH_PLANE_PROTOCOLS, "self-supervised protocol")
         self.protocol, self.factor = protocol, int(factor)
         self.rng = rng or np.random.default_rng(0)
         r = self.factor

@@ -97,6 +97,12 @@ def mutual_information(prob_samples: ArrayLike, sample_axis: int = 0, class_axis
     return _unit(total - expected, was_tensor)
 
 
+def active_dropout_layers(model: nn.Module, extra_types: Sequence[type[nn.Module]] = ()) -> list[nn.Module]:
+    """The dropout layers MC dropout would switch on (p > 0); empty means it cannot sample."""
+    types = DROPOUT_TYPES + tuple(extra_types)
+    return [m for m in model.modules() if isinstance(m, types) and getattr(m, "p", 1.0) > 0]
+
+
 @contextmanager
 def enable_mc_dropout(model: nn.Module, extra_types: Sequence[type[nn.Module]] = ()) -> Iterator[nn.Module]:
     """Switch only the dropout layers to training mode (MC dropout); restore every flag on exit.
@@ -106,8 +112,7 @@ def enable_mc_dropout(model: nn.Module, extra_types: Sequence[type[nn.Module]] =
     identical and the uncertainty map falsely zero.  Dropout inside ``nn.MultiheadAttention``
     follows that module's own flag and is not switched.
     """
-    types = DROPOUT_TYPES + tuple(extra_types)
-    layers = [m for m in model.modules() if isinstance(m, types) and getattr(m, "p", 1.0) > 0]
+    layers = active_dropout_layers(model, extra_types)
     if not layers:
         raise InputError(
             type(model).__name__,
@@ -240,6 +245,7 @@ def summarize(uncertainty_map: ArrayLike, mask: ArrayLike | None = None) -> dict
 __all__ = [
     "DEFAULT_RELATIVE_SCALE",
     "DROPOUT_TYPES",
+    "active_dropout_layers",
     "aleatoric_to_unit",
     "enable_mc_dropout",
     "flip_tta_transforms",

@@ -31,6 +31,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .errors import CancelledError, InputError
+from .vocabulary import AUTO, BASELINE_NAMES, check_device
 from .volume import Volume
 
 REQUEST_FILE = "request.json"
@@ -69,17 +71,13 @@ def read_volume_npz(path: str | Path) -> Volume:
 def select_gpu(device: str, environ: dict[str, str] | None = None) -> str:
     """``cuda:N`` -> ``cuda`` with ``CUDA_VISIBLE_DEVICES`` narrowed to GPU N (of those already visible)."""
     env = os.environ if environ is None else environ
-    device = (device or "auto").lower()
+    device = check_device(device or AUTO, gpu_index=True)
     if not device.startswith("cuda:"):
         return device
     index = device.split(":", 1)[1]
-    if not index.isdigit():
-        raise ValueError(f"bad device {device!r}; use cuda:0, cuda:1, ...")
     visible = [v for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if visible:
         if int(index) >= len(visible):
-            from .errors import InputError
-
             raise InputError(None, f"{device} was requested but only {len(visible)} GPU(s) are visible")
         index = visible[int(index)].strip()
     env["CUDA_VISIBLE_DEVICES"] = index
@@ -122,7 +120,7 @@ def run_job(job_dir: str | Path, channel: Channel) -> int:
                 last[:] = [fraction, stage]
                 channel.send("progress", fraction=round(fraction, 4), stage=str(stage))
 
-        if "torch" in sys.modules or str(request["model"]) not in _baselines():
+        if "torch" in sys.modules or str(request["model"]) not in BASELINE_NAMES:
             channel.send("device", device=_describe_device(device))
         prediction = predict(
             volume,
@@ -142,19 +140,11 @@ def run_job(job_dir: str | Path, channel: Channel) -> int:
         channel.send("done", outputs=outputs, report=REPORT_FILE)
         return 0
     except BaseException as error:  # reported to the parent, which shows it
-        from .errors import CancelledError, InputError
-
         kind = "InputError" if isinstance(error, InputError) else type(error).__name__
         if not isinstance(error, (InputError, CancelledError)):
             traceback.print_exc()
         channel.send("error", kind=kind, message=str(error))
         return 2 if isinstance(error, InputError) else 1
-
-
-def _baselines() -> tuple[str, ...]:
-    from .baselines import BASELINE_NAMES
-
-    return tuple(BASELINE_NAMES)
 
 
 def _describe_device(device: str) -> str:

@@ -15,10 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
-from JointSRSegLib.baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, baseline_tasks  # noqa: E402
+from JointSRSegLib.baselines import baseline_tasks  # noqa: E402
 from JointSRSegLib.cli import main  # noqa: E402
 from JointSRSegLib.errors import InputError  # noqa: E402
 from JointSRSegLib.packaging import available_models, model_info  # noqa: E402
+from JointSRSegLib.vocabulary import BASELINE_NAMES, SEGMENTATION_BASELINES  # noqa: E402
 
 
 def test_baseline_tasks_come_from_one_place():

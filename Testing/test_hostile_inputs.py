@@ -743,7 +743,7 @@ API_CASES = {
     "cancel object": ({"cancel": object()}, "cancel must be a CancelToken"),
     "progress int": ({"progress": 3}, "progress must be a callable"),
     "uncertainty str": ({"uncertainty": "yes"}, "uncertainty must be True or False"),
-    "device int": ({"device": 0}, "device must be"),
+    "device int": ({"device": 0}, "unknown device 0; choose from auto, cpu, cuda, mps"),
     "misspelt option": ({"time_buget": 3}, "unknown option.*'time_buget' \\(did you mean 'time_budget'\\?\\)"),
     "unknown option": ({"colour": "red"}, "unknown option.*'colour'"),
     "threads -2": ({"threads": -2}, "threads must be a positive integer"),

@@ -158,10 +158,10 @@ def test_wrong_sha256_in_metadata_is_refused(package_dir):
     [
         ({"schema_version": 2}, "unknown schema_version 2 .*update JointSRSeg"),
         ({"schema_version": "1"}, "schema_version must be an integer"),
-        ({"tasks": ["sr", "denoise"]}, r"unknown task\(s\) \['denoise'\]"),
+        ({"tasks": ["sr", "denoise"]}, r"unknown task 'denoise'; choose from sr, interp, seg"),
         ({"architecture": "unet9000"}, "unknown architecture 'unet9000'"),
         ({"scale": [2, 1, 4]}, "scale .* is not one factor"),
-        ({"protocol": "thick"}, "protocol must be one of"),
+        ({"protocol": "thick"}, "unknown protocol .thick.; choose from sr, interp, inplane"),
         ({"tasks": ["seg"], "labels": []}, '"seg" model must list its labels'),
         ({"uncertainty": ["seg_entropy"]}, "uncertainty 'seg_entropy' does not fit tasks"),
         ({"uncertainty": ["seg_uasr"]}, "uncertainty 'seg_uasr' does not fit tasks"),

@@ -40,6 +40,18 @@ index = widget.ui.modelSelector.findData("bspline")
 widget.ui.modelSelector.setCurrentIndex(index)
 widget.onModelSelected(index)
 assert p.modelId == "bspline" and "B-spline" in widget.ui.modelInfoLabel.text
+# the Method menu is the engine's methods; its tooltip says which apply to the selected model
+from JointSRSegLib.vocabulary import DEVICES, UNCERTAINTY_METHODS
+hints = {name: eval(text, vars(JointSRSeg)).__metadata__[0] for name, text in type(p).fields.items()
+         if "Choice" in str(text)}
+assert hints["uncertaintyMethod"] == ("choice", UNCERTAINTY_METHODS), hints["uncertaintyMethod"]
+assert set(DEVICES) <= set(hints["device"][1]), hints["device"]
+assert not widget.ui.uncertaintyCheckBox.enabled and "This model: none." in widget.ui.uncertaintyMethodComboBox.toolTip
+index = widget.ui.modelSelector.findData("swinsr-unetr-brain-small")
+widget.onModelSelected(index)
+assert widget.ui.uncertaintyCheckBox.enabled, "the shipped package has uncertainty methods"
+tip = widget.ui.uncertaintyMethodComboBox.toolTip
+assert tip.startswith("auto: ") and tip.endswith("This model: auto, tta."), tip
 widget.onSceneStartClose(None, None)
 assert not errors, errors
 bad = [m for m in ("torch", "JointSRSegLib.models", "JointSRSegLib.inference", "monai") if m in sys.modules]

@@ -50,20 +50,21 @@ from JointSRSegLib.degradation import (
 from JointSRSegLib.io import read_volume
 from JointSRSegLib.metrics import dice as dice_score
 from JointSRSegLib.metrics import edge_ssim, hd95, psnr, ssim
+from JointSRSegLib.vocabulary import IMAGE_BASELINES, PROTOCOLS, THROUGH_PLANE_PROTOCOLS
 from JointSRSegLib.volume import Volume
 
 from .common import ROOT, emit_case, environment, run_case, write_result
 
 SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 TISSUE = ROOT / "Resources" / "SampleData" / "MNI152_tissue_1mm.nii.gz"
-BASELINES = ("nearest", "linear", "bspline", "lanczos")
+BASELINES = IMAGE_BASELINES
 AXIS = 2
 TEST_START = 104  # first voxel of the sample-mode test slab along axis 0 (train < 74 <= validation < 104)
 SYNTH_SEEDS = (101, 102, 103)
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOTS = ROOT / "docs" / "images" / "benchmarks"
 LABELS = (1, 2)
-PROTOCOL_ORDER = ("sr", "interp", "inplane")
+PROTOCOL_ORDER = PROTOCOLS
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -449,7 +450,7 @@ def targets(summary: list[dict]) -> list[str]:
             e = by.get((protocol, 4, m))
             if e and "gain_over_bspline_db" in e:
                 out.append(f"`{m}` {protocol} ×4: {e['gain_over_bspline_db']:+.2f} dB over bspline")
-        for protocol in ("sr", "interp"):
+        for protocol in THROUGH_PLANE_PROTOCOLS:
             e = by.get((protocol, 4, m))
             if e and "lr_dice_mean" in e:
                 ok = "met" if e["lr_dice_mean"] >= 0.85 else "NOT met"
@@ -466,8 +467,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
     parser.add_argument("--doc", type=Path, default=DOC, help="Markdown report (docs/benchmarks.md)")
     parser.add_argument("--factors", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--protocols", nargs="+", default=["sr", "interp", "inplane"],
-                        choices=("sr", "interp", "inplane"))
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS),
+                        choices=PROTOCOLS)
     parser.add_argument("--synthetic", type=int, default=2, help="synthetic-contrast cases besides T1 (max 3)")
     parser.add_argument("--self-budget", type=float, default=20.0, help="seconds per self-SR run (0: skip self)")
     parser.add_argument("--self-all", action="store_true", help="run self on every case, not only T1")

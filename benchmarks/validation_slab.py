@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks.common import environment, write_result
 from benchmarks.quality import degrade, image_scores, label_scores, labels_on, package_tasks, run_method, slab_cases
 from JointSRSegLib.packaging import model_info
+from JointSRSegLib.vocabulary import PROTOCOLS
 
 VALIDATION_SLAB = (74, 104)  # sample mode: train x < 74 <= validation < 104 <= test
 SELECTION_SEEDS = (201, 202, 203, 204, 205, 206)  # 3 draws with GM brighter than WM, 3 with WM brighter
@@ -61,7 +62,7 @@ def score(candidate: str, protocol: str, factor: int, cases: list[dict]) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="+", help="package folders or built-in ids")
-    parser.add_argument("--protocol", default="sr", choices=("sr", "interp", "inplane"))
+    parser.add_argument("--protocol", default="sr", choices=PROTOCOLS)
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--synthetic", type=int, default=len(SELECTION_SEEDS),
                         help=f"synthetic contrasts besides T1 (max {len(SELECTION_SEEDS)})")

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from JointSRSegLib.vocabulary import PROTOCOLS, TRAINING_DEVICES
+
 
 class ConfigError(ValueError):
     """A config problem, one line: ``<file>: <key>: <problem>``."""
@@ -44,7 +46,7 @@ SCHEMA: dict[str, Option] = {
     "run.name": Option("run", str, "run name; the run folder is <run.out_dir>/<run.name>"),
     "run.out_dir": Option("runs", str, "parent folder of run folders"),
     "run.seed": Option(0, int, "seed of everything: weights, data order, augmentation, splits"),
-    "run.device": Option("auto", str, "auto (CUDA when present), cpu or cuda", ("auto", "cpu", "cuda")),
+    "run.device": Option("auto", str, "auto (CUDA when present), cpu or cuda", TRAINING_DEVICES),
     "run.amp": Option(True, bool, "mixed precision (FP16 + GradScaler) on CUDA; ignored on CPU"),
     "run.deterministic": Option(True, bool, "deterministic algorithms (cuDNN) for reproducible runs"),
     "run.threads": Option(0, int, "torch CPU threads (0: leave torch's default / OMP_NUM_THREADS)"),
@@ -67,7 +69,7 @@ SCHEMA: dict[str, Option] = {
                                      "(0 = left-right: one hemisphere trains, the other validates and tests)"),
     "data.sample_synthetic_validation": Option(False, bool, "sample mode: validate on fixed synthetic contrasts "
                                                "drawn from the labels (seeded) instead of the T1 intensities"),
-    "data.protocol": Option("sr", str, "LR simulation protocol", ("sr", "interp", "inplane")),
+    "data.protocol": Option("sr", str, "LR simulation protocol", PROTOCOLS),
     "data.factor": Option(4, int, "magnification R"),
     "data.axis": Option(None, int, "through-plane voxel axis (null: largest spacing; isotropic data needs it)",
                         nullable=True),

@@ -31,6 +31,7 @@ from JointSRSegLib.errors import InputError  # noqa: E402
 from JointSRSegLib.evaluation import align_reference  # noqa: E402
 from JointSRSegLib.metrics import dice, hd95, psnr, ssim  # noqa: E402
 from JointSRSegLib.packaging import load_package  # noqa: E402
+from JointSRSegLib.vocabulary import DEVICES  # noqa: E402
 from JointSRSegLib.volume import Volume  # noqa: E402
 from training.data import read_case_image, read_case_label, resolve_axis, select_cases  # noqa: E402
 from training.engine.data import prepare_cases  # noqa: E402
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for tables and plots")
     parser.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"), help="centred HR crop per case")
     parser.add_argument("--max-cases", type=int, default=0, help="evaluate at most N test cases (0: all)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     args = parser.parse_args(argv)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     try:

@@ -36,6 +36,7 @@ from JointSRSegLib.selfsr import robust_normalization
 from JointSRSegLib.selfsr_data import InplanePatchSampler
 from JointSRSegLib.selfsr_net import build_network, cosine_lr
 from JointSRSegLib.selfsr_prior import PRIOR_FILE, WEIGHTS_FILE, prior_name
+from JointSRSegLib.vocabulary import THROUGH_PLANE_PROTOCOLS
 
 from .data.realistic import draw_contrast, synthesize_image
 
@@ -131,7 +132,7 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=("sr", "interp"), default="sr")
+    parser.add_argument("--protocol", choices=THROUGH_PLANE_PROTOCOLS, default="sr")
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)

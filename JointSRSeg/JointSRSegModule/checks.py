@@ -14,16 +14,34 @@ from typing import Any
 
 import numpy as np
 
-from JointSRSegLib.baselines import BASELINE_NAMES, SEGMENTATION_BASELINES, baseline_tasks
-from JointSRSegLib.defaults import PROTOCOL_TEXT, TASK_TEXT, quality_text
+from JointSRSegLib.baselines import baseline_tasks
+from JointSRSegLib.defaults import quality_text
 from JointSRSegLib.errors import InputError
-from JointSRSegLib.geometry import anisotropy, check_factor, through_plane_axis
+from JointSRSegLib.geometry import anisotropy, through_plane_axis
+from JointSRSegLib.package_schema import uncertainty_methods
 from JointSRSegLib.selfsr_prior import available_priors
 from JointSRSegLib.terminology import GREY_MATTER_SNOMED, WHITE_MATTER_SNOMED
+from JointSRSegLib.vocabulary import (
+    ADAPTATION,
+    AUTO,
+    BASELINE_NAMES,
+    DEFAULT_BASELINE,
+    IMAGE_TASKS,
+    PROTOCOL_TEXT,
+    SCALE_FACTORS,
+    SEGMENTATION_BASELINES,
+    SELF_SUPERVISED,
+    TASK_TEXT,
+    THROUGH_PLANE_PROTOCOLS,
+    check_factor,
+    check_method_applies,
+    check_uncertainty_method,
+    device_choices,
+)
 from JointSRSegLib.volume import Volume
 
-# The library's baselines (JointSRSegLib.baselines, the one list), B-spline first: the fallback model.
-BASELINES = ("bspline",) + tuple(name for name in BASELINE_NAMES if name != "bspline")
+# The library's baselines (JointSRSegLib.vocabulary, the one list), B-spline first: the fallback model.
+BASELINES = (DEFAULT_BASELINE,) + tuple(name for name in BASELINE_NAMES if name != DEFAULT_BASELINE)
 # "Segment the SR output with" choices: none (the model's own segmentation, if any) or a classical method.
 SEG_MODEL_NONE = "none"
 SEG_MODELS = (SEG_MODEL_NONE,) + SEGMENTATION_BASELINES
@@ -31,9 +49,12 @@ TISSUE_LABELS = [
     {"value": 1, "name": "Grey matter", "color": [200, 120, 90], "snomed": GREY_MATTER_SNOMED},
     {"value": 2, "name": "White matter", "color": [240, 240, 200], "snomed": WHITE_MATTER_SNOMED},
 ]
-SELF_SUPERVISED = "self"
-ADAPTATION = "adapt"  # the shipped self-SR prior fine-tuned on the scan (JointSRSegLib.selfsr_prior)
-THROUGH_PLANE = ("sr", "interp")  # protocols of the classical interpolators and the self-supervised mode
+# Why an uncertainty method does not apply to a model that lacks it (the panel's one-line refusal).
+METHOD_NEEDS = {
+    AUTO: "the model has no uncertainty map of its own",
+    "tta": "flip test-time augmentation samples a trained network; this model is none",
+    "mc_dropout": "its network has no dropout, so every Monte-Carlo sample would be the same",
+}
 RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
 # Working memory per output voxel and task: float32 output + the resampler's float64 copy + input share.
@@ -58,9 +79,11 @@ class ModelDescription:
     labels: list[dict[str, Any]] = field(default_factory=list)
     uncertainty: tuple[str, ...] = ()
     expected_runtime: dict[str, Any] = field(default_factory=dict)
-    factors: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    factors: tuple[int, ...] = SCALE_FACTORS
     is_baseline: bool = False
-    protocols: tuple[str, ...] = THROUGH_PLANE  # input protocols the model serves (sr, interp, inplane)
+    protocols: tuple[str, ...] = THROUGH_PLANE_PROTOCOLS  # input protocols the model serves (sr, interp, inplane)
+    # The uncertainty methods (JointSRSegLib.vocabulary.UNCERTAINTY_METHODS) that apply to this model.
+    uncertainty_methods: tuple[str, ...] = ()
     source: str = ""  # builtin | user | "" (part of the module)
     quality: str = ""  # what the model card measured (JointSRSegLib.defaults.quality_text)
 
@@ -153,6 +176,7 @@ def describe_baseline(name: str) -> ModelDescription:
         + RESEARCH_USE,
         labels=list(TISSUE_LABELS) if segments else [],
         uncertainty=("seg_posterior",) if segments else (),  # 1 - max Atropos posterior
+        uncertainty_methods=(AUTO,) if segments else (),
         is_baseline=True,
     )
 
@@ -164,7 +188,7 @@ def describe_self_supervised() -> ModelDescription:
         name="Self-supervised SR",
         description="Self-supervised super-resolution: learns from the volume's own high-resolution "
         "in-plane detail, so it needs no training data (Zhao et al. 2021, SMORE).",
-        tasks=("sr", "interp"),
+        tasks=IMAGE_TASKS,
         inputs=(("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg)",
         intended_use="Research use, not for diagnosis.",
@@ -203,6 +227,7 @@ def describe_package(package: Any, source: str = "") -> ModelDescription:
         version=meta["version"],
         labels=list(meta["labels"]),
         uncertainty=tuple(meta["uncertainty"]),
+        uncertainty_methods=uncertainty_methods(meta),
         expected_runtime=dict(meta["expected_runtime"]),
         factors=tuple(package.scale.factors),
         protocols=(meta["protocol"],),
@@ -237,11 +262,13 @@ def check_request(
     uncertainty: bool,
     available_bytes: int | None = None,
     protocol: str | None = None,
+    uncertainty_method: str = AUTO,
 ) -> CheckResult:
     """Raise InputError (what to change) or return the axis, memory estimate and warnings.
 
     ``protocol`` is the kind of input the user asked for (sr: thick slices, interp: gapped slices,
     inplane: coarse pixels in each slice); None accepts whatever the model was made for.
+    ``uncertainty_method`` (auto, tta, mc_dropout) must be one the model has when ``uncertainty`` is on.
     """
     source = volume.source
     if not tasks:
@@ -275,10 +302,8 @@ def check_request(
     if factor not in model.factors:
         supported = ", ".join(f"×{f}" for f in model.factors)
         raise InputError(model.id, f"the model supports scale {supported}, not ×{factor}; pick one of those")
-    if uncertainty and not model.uncertainty:
-        raise InputError(
-            model.id, "this model provides no uncertainty map; untick Uncertainty or choose a model that lists one"
-        )
+    if uncertainty:
+        _check_uncertainty(model, uncertainty_method)
     if axis in (None, "auto"):
         try:
             through = through_plane_axis(volume, "auto")
@@ -296,6 +321,15 @@ def check_request(
     estimate = estimate_memory_bytes(volume, tasks, factor * factor if inplane else factor, model)
     _check_memory(estimate, device, model, available_bytes)
     return CheckResult(axis=through, estimated_bytes=estimate, warnings=warnings)
+
+
+def _check_uncertainty(model: ModelDescription, method: str) -> None:
+    check_uncertainty_method(method)
+    if not model.uncertainty_methods:
+        raise InputError(
+            model.id, "this model provides no uncertainty map; untick Uncertainty or choose a model that lists one"
+        )
+    check_method_applies(method, model.id, model.uncertainty_methods, METHOD_NEEDS[method])
 
 
 def _check_protocol(model: ModelDescription, protocol: str | None) -> None:
@@ -372,7 +406,7 @@ def free_gpu_bytes() -> int | None:
 
 def _check_memory(estimate: int, device: str, model: ModelDescription, available: int | None) -> None:
     auto_gpu = device == "auto" and not model.is_baseline and free_gpu_bytes() is not None
-    on_gpu = device.startswith("cuda") or device == "gpu" or auto_gpu
+    on_gpu = device.startswith("cuda") or auto_gpu
     if on_gpu:
         free = available if available is not None else free_gpu_bytes()
         if free is not None and estimate > free:
@@ -392,16 +426,16 @@ def _check_memory(estimate: int, device: str, model: ModelDescription, available
         )
 
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:1", "cuda:2", "cuda:3", "mps")  # the panel's choices ("cuda" = GPU 0)
+DEVICES = device_choices(gpus=4)  # the panel's choices: auto, cpu, cuda (= GPU 0), cuda:1-3, mps
 
 
 def resolve_device(device: str, model: ModelDescription) -> str:
     """The device a run will use: classical baselines always run on the CPU; ``auto`` stays ``auto``
     (the worker's PyTorch picks CUDA, then MPS, then the CPU) unless this process already has torch."""
-    device = (device or "auto").lower()
+    device = (device or AUTO).lower()
     if model.is_baseline or device == "cpu":
         return "cpu"
-    if device == "gpu" or device == "cuda:0":
+    if device == "cuda:0":
         return "cuda"
     if device.startswith("cuda") or device == "mps":
         return device

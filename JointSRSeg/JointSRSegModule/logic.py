@@ -28,9 +28,21 @@ from typing import Any
 import slicer
 
 from JointSRSegLib.api import CancelToken, Prediction, predict
-from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, normalize_tasks, request_protocol
+from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, request_protocol
 from JointSRSegLib.errors import CancelledError, InputError
 from JointSRSegLib.report import package_versions
+from JointSRSegLib.vocabulary import (
+    AUTO,
+    IMAGE_TASKS,
+    SCALE_FACTORS,
+    TASKS,
+    UNCERTAINTY_METHODS,
+    check_axis_choice,
+    check_device,
+    check_protocol,
+    check_uncertainty_method,
+    parse_tasks,
+)
 from JointSRSegLib.volume import Volume
 
 from . import checks, nodes
@@ -43,7 +55,6 @@ except ImportError:  # slicer-core alone (tests, plain Python): the same contrac
 
 ProgressCallback = Callable[[float, str], None]
 STAGES = ("checking input", "preparing", "running", "importing results")
-TASK_LABELS = {"sr": "super-resolution", "interp": "slice interpolation", "seg": "segmentation"}
 DEFAULT_UNCERTAIN_THRESHOLD = 0.5
 # The panel's "SR direction" -> the request's protocol (None: thick slices, or gapped when interpolating).
 SR_DIRECTIONS = {"through-plane": None, "in-plane": "inplane"}
@@ -64,7 +75,7 @@ class RunRequest:
     axis: int
     device: str
     uncertainty: bool
-    uncertaintyMethod: str
+    uncertaintyMethod: str  # one of JointSRSegLib.vocabulary.UNCERTAINTY_METHODS
     opacity: float
     uncertainThreshold: float | None
     outputNodes: dict[str, Any] = field(default_factory=dict)
@@ -252,7 +263,8 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
 
     def requestProtocol(self, tasks: str | Sequence[str], srDirection: str = "through-plane") -> str:
         """The protocol the panel's tasks and SR direction ask for: sr, interp or inplane."""
-        return request_protocol(tasks, SR_DIRECTIONS[srDirection] if "interp" not in normalize_tasks(tasks) else None)
+        interp = "interp" in parse_tasks(tasks, allow_empty=True)
+        return request_protocol(tasks, SR_DIRECTIONS[srDirection] if not interp else None)
 
     def defaultChoice(self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4) -> DefaultChoice:
         """The shipped package that best fits the request and why (``JointSRSegLib.defaults``), else bspline."""
@@ -293,17 +305,17 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
     ) -> tuple[tuple[str, ...], str, int]:
         """After the user picked ``model``: the tasks, SR direction and scale adjusted so that it fits
         (tasks it cannot do unticked, its protocol's task ticked, the nearest factor it supports)."""
-        kept = [t for t in normalize_tasks(tasks) if t in model.tasks]
+        kept = [t for t in parse_tasks(tasks, allow_empty=True) if t in model.tasks]
         protocol = model.protocols[0] if len(model.protocols) == 1 else None
         if protocol == "interp" and "interp" in model.tasks:
             kept = [t for t in kept if t != "sr"] + ([] if "interp" in kept else ["interp"])
         if not kept:
             kept = [model.tasks[0]]
         direction = "in-plane" if protocol == "inplane" else "through-plane"
-        factor, usable = int(scale), [f for f in model.factors if 2 <= f <= 8]  # the panel's range
+        factor, usable = int(scale), [f for f in model.factors if f in SCALE_FACTORS]  # the panel's range
         if usable and factor not in usable:
             factor = min(usable, key=lambda f: (abs(f - factor), f))
-        return tuple(t for t in ("sr", "interp", "seg") if t in kept), direction, factor
+        return tuple(t for t in TASKS if t in kept), direction, factor
 
     def modelInfoText(self, model: checks.ModelDescription, choice: DefaultChoice | None = None) -> str:
         """The box under the selector: the model card text, and why the model was preselected."""
@@ -335,13 +347,18 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
             raise InputError(
                 None, f"unknown segmentation method {segModel!r}; choose from {', '.join(checks.SEG_MODELS)}"
             )
-        if not {"sr", "interp"} & set(model.tasks):
+        if not set(IMAGE_TASKS) & set(model.tasks):
             raise InputError(model.id, f"does no super-resolution for {segModel} to segment; choose an SR model")
         if "contour" == model.id:
             raise InputError(model.id, f"interpolates label maps; {segModel} segments images")
-        tasks = tuple(t for t in ("sr", "interp", "seg") if t in model.tasks or t == "seg")
-        uncertainty = model.uncertainty or (checks.describe_baseline(segModel).uncertainty if model.is_baseline else ())
-        return replace(model, tasks=tasks, labels=list(checks.TISSUE_LABELS), uncertainty=uncertainty)
+        tasks = tuple(t for t in TASKS if t in model.tasks or t == "seg")
+        peer = checks.describe_baseline(segModel)
+        uncertainty = model.uncertainty or (peer.uncertainty if model.is_baseline else ())
+        # The segmenter maps its own posterior (auto) whatever method samples the model's SR.
+        methods = tuple(m for m in UNCERTAINTY_METHODS if m == AUTO or m in model.uncertainty_methods)
+        return replace(
+            model, tasks=tasks, labels=list(checks.TISSUE_LABELS), uncertainty=uncertainty, uncertainty_methods=methods
+        )
 
     def modelsWithSegmentation(
         self, models: Mapping[str, checks.ModelDescription], segModel: str | None
@@ -364,10 +381,10 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         model: str | Path = "bspline",
         tasks: Sequence[str] = ("sr",),
         scale: int = 4,
-        axis: int | str = "auto",
-        device: str = "auto",
+        axis: int | str = AUTO,
+        device: str = AUTO,
         uncertainty: bool = False,
-        uncertaintyMethod: str = "auto",
+        uncertaintyMethod: str = AUTO,
         opacity: float = 0.5,
         uncertainThreshold: float | None = None,
         outputNodes: Mapping[str, Any] | None = None,
@@ -381,6 +398,8 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         another kind of input fail here with the fix; None runs the model on its own protocol.
         ``segModel`` ("none" or "atropos", the panel's "Segment SR output with") segments the model's
         SR output with that classical method (``predict``'s ``seg_model``) when segmentation is ticked.
+        ``device`` and ``uncertaintyMethod`` take the library's words (``JointSRSegLib.vocabulary``;
+        ``cuda:N`` picks GPU N) and the method must be one the model has.
         """
         notify = progress or (lambda fraction, stage: None)
         notify(0.0, "checking input")
@@ -388,8 +407,13 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         inputs = [n for n in inputs if n is not None]
         if not inputs:
             raise InputError(None, "select an input volume")
+        tasks = parse_tasks(tasks, allow_empty=True)  # none ticked: check_request says what to tick
+        device = check_device(device, gpu_index=True)
+        uncertaintyMethod = check_uncertainty_method(uncertaintyMethod)
+        axis = check_axis_choice(axis)
+        if protocol is not None:
+            check_protocol(protocol)
         description, reference = self.resolveModel(model)
-        tasks = tuple(dict.fromkeys(t.strip().lower() for t in tasks if t.strip()))
         if "seg" not in tasks or segModel in (None, "", checks.SEG_MODEL_NONE):
             segModel = None
         description = self.withSegmentationModel(description, segModel)
@@ -397,7 +421,16 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         volume = nodes.volume_from_nodes(inputs, [name for name, _ in description.inputs])
         modalities = [nodes.input_modality(self.scene, n) for n in inputs]
         result = checks.check_request(
-            volume, description, tasks, scale, axis, modalities, device.lower(), uncertainty, protocol=protocol
+            volume,
+            description,
+            tasks,
+            scale,
+            axis,
+            modalities,
+            device,
+            uncertainty,
+            protocol=protocol,
+            uncertainty_method=uncertaintyMethod,
         )
         return RunRequest(
             inputNodes=inputs,
@@ -407,7 +440,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
             tasks=tasks,
             scale=int(scale),
             axis=result.axis,
-            device=checks.resolve_device(device.lower(), description),
+            device=checks.resolve_device(device, description),
             uncertainty=bool(uncertainty),
             uncertaintyMethod=uncertaintyMethod,
             opacity=float(opacity),
@@ -424,7 +457,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         """Any thread: run the model on the copied voxels (no MRML access)."""
         notify = progress or (lambda fraction, stage: None)
         options = {}
-        if request.uncertainty and request.uncertaintyMethod not in ("", "auto"):
+        if request.uncertainty and request.uncertaintyMethod != AUTO:
             options["uncertainty_method"] = request.uncertaintyMethod
         if request.segModel:
             options["seg_model"] = request.segModel
@@ -621,7 +654,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
     def _display(self, inputNode, result: Mapping[str, Any], opacity: float) -> None:
         """SR (or interpolated) volume as background, uncertainty as foreground, segmentation on top."""
         background = result.get("sr") or result.get("interp")
-        for key in ("sr", "interp"):
+        for key in IMAGE_TASKS:
             if key in result:
                 nodes.copy_display(inputNode, result[key])
         uncertainty_keys = [k for k in ("uncertainty_sr", "uncertainty_interp", "uncertainty_seg") if k in result]

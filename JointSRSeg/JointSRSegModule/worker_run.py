@@ -27,6 +27,7 @@ from typing import Any
 import JointSRSegLib
 from JointSRSegLib.api import CancelToken, Prediction
 from JointSRSegLib.errors import CancelledError, InputError
+from JointSRSegLib.vocabulary import AUTO
 from JointSRSegLib.worker import INPUT_FILE, REPORT_FILE, REQUEST_FILE, read_volume_npz, write_volume_npz
 
 ProgressCallback = Callable[[float, str], None]
@@ -93,7 +94,7 @@ class WorkerRun:
     def requestJson(self) -> dict[str, Any]:
         r = self.request
         options: dict[str, Any] = {}
-        if r.uncertainty and r.uncertaintyMethod not in ("", "auto"):
+        if r.uncertainty and r.uncertaintyMethod != AUTO:
             options["uncertainty_method"] = r.uncertaintyMethod
         segModel = getattr(r, "segModel", None)
         if segModel:

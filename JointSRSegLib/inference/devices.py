@@ -12,15 +12,16 @@ import contextlib
 import torch
 
 from ..errors import InputError
+from ..vocabulary import AUTO, check_device
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
-
-def select_device(requested: str = "auto") -> torch.device:
-    requested = (requested or "auto").lower()
-    if requested not in DEVICES:
-        raise InputError(None, f"unknown device {requested!r}; choose from {', '.join(DEVICES)}")
-    if requested == "auto":
+def select_device(requested: str | torch.device | None = AUTO) -> torch.device:
+    """The torch device for one of the vocabulary's devices (None: ``auto``; a ``torch.device`` as it is);
+    refuses one this machine does not have."""
+    if isinstance(requested, torch.device):
+        return requested
+    requested = check_device(requested or AUTO)
+    if requested == AUTO:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

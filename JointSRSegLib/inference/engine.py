@@ -25,9 +25,11 @@ from ..foreground import bounding_box, head_mask, mask_on_grid
 from ..geometry import orientation_code, output_grid, subdivide_grid
 from ..normalization import denormalize, normalize
 from ..orientation import Reorientation
+from ..package_schema import uncertainty_methods
 from ..packaging import ModelPackage, check_compatibility, resolve_model
 from ..report import StageTimer
 from ..uncertainty import (
+    active_dropout_layers,
     aleatoric_to_unit,
     enable_mc_dropout,
     flip_tta_transforms,
@@ -35,6 +37,14 @@ from ..uncertainty import (
     predictive_entropy,
     sample_variance_map,
     summarize,
+)
+from ..vocabulary import (
+    ADAPTATION,
+    AUTO,
+    IMAGE_TASKS,
+    SELF_SUPERVISED,
+    check_method_applies,
+    check_uncertainty_method,
 )
 from ..volume import Grid, Volume
 from .devices import describe_device, is_out_of_memory, select_device
@@ -45,9 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ROI = (64, 64, 64)
 DEFAULT_OVERLAP = 0.25
 FOREGROUND_OPTION = "foreground_only"  # options[...] = False runs the network on the whole field of view
-UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
 # model names trained on the scan itself -> how self_supervised_sr starts (docs/selfsr.md)
-SELF_SUPERVISED_MODES = {"self": "scratch", "adapt": "prior"}
+SELF_SUPERVISED_MODES = {SELF_SUPERVISED: "scratch", ADAPTATION: "prior"}
 
 
 def _sampled_forward(
@@ -55,7 +64,7 @@ def _sampled_forward(
 ) -> dict:
     """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
     (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
-    if method == "auto":
+    if method == AUTO:
         return _forward_in_mask(package, net, frame, mask, factor, device, roi, batch, notify, token, wanted)
     runs = []
     if method == "tta":
@@ -97,9 +106,13 @@ def run_model_package(
     **options,
 ) -> tuple[dict[str, Volume], dict]:
     """Run a model package (id or path), ``"self"`` or ``"adapt"``; returns outputs by name and a model report."""
+    method = check_uncertainty_method(options.get("uncertainty_method", AUTO))
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
     if str(model) in SELF_SUPERVISED_MODES:
+        if uncertainty:
+            why = "self-supervised SR maps the disagreement of its two plane families"
+            check_method_applies(method, str(model), (AUTO,), why)
         return _run_self_supervised(volume, str(model), tasks, factor, axis, device, uncertainty, notify, token, timer,
                                     **options)
     with timer.stage("preparing"):
@@ -107,7 +120,7 @@ def run_model_package(
         package = resolve_model(model)
         if isinstance(package, str):  # a baseline reached here only through a programming error
             raise InputError(model, "is a baseline; call predict() with it directly")
-        protocol_tasks = [t for t in tasks if t in ("sr", "interp")]
+        protocol_tasks = [t for t in tasks if t in IMAGE_TASKS]
         protocol = protocol_tasks[0] if protocol_tasks else None
         if len(protocol_tasks) > 1:
             raise InputError(package.path, "a model serves one protocol; ask for sr or interp, not both")
@@ -117,6 +130,10 @@ def run_model_package(
         torch_device = select_device(device)
         net = package.build_model(torch_device)
         net.eval()
+        if uncertainty and method == "mc_dropout" and not active_dropout_layers(net):
+            others = tuple(m for m in uncertainty_methods(package.metadata) if m != method)
+            why = "its network has no active dropout layer, so every sample would be the same"
+            check_method_applies(method, package.id, others, why)
     token.raise_if_cancelled()
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
     trained_orientation = package.metadata.get("inference", {}).get("orientation")
@@ -132,14 +149,11 @@ def run_model_package(
         mask = np.ones(volume.shape, dtype=bool)
     mask_frame = torch.from_numpy(np.ascontiguousarray(np.moveaxis(reorientation.apply(mask), frame_axis, -1)))
     attempts, heads = [], None
-    method = str(options.get("uncertainty_method", "auto"))
     samples = int(options.get("samples", 4))
-    if method not in UNCERTAINTY_METHODS:
-        raise InputError(None, f"unknown uncertainty method {method!r}; choose from {', '.join(UNCERTAINTY_METHODS)}")
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
     # The model's own uncertainty heads are needed only when no sampling method replaces them.
-    own = uncertainty and method == "auto"
+    own = uncertainty and method == AUTO
     wanted = frozenset(
         (["sr"] if protocol else [])
         + (["seg"] if "seg" in tasks else [])
@@ -162,7 +176,7 @@ def run_model_package(
                     batch,
                     notify,
                     token,
-                    method if uncertainty else "auto",
+                    method if uncertainty else AUTO,
                     samples,
                     wanted,
                 )

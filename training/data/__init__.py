@@ -25,7 +25,6 @@ from .loading import (
     read_case_label,
 )
 from .pairs import (
-    PROTOCOLS,
     MakeLRHRPaird,
     RandAlignedCropd,
     SelfSupervisedPaird,
@@ -40,7 +39,6 @@ from .splits import check_splits, load_splits, make_splits, save_splits, select_
 __all__ = [
     "BRATS_LABELS",
     "BRATS_REGIONS",
-    "PROTOCOLS",
     "BraTSRegionsd",
     "CaseCacheDataset",
     "CasePersistentDataset",

@@ -35,10 +35,9 @@ from JointSRSegLib.degradation import (
     simulate_thick_slices,
 )
 from JointSRSegLib.errors import InputError
-from JointSRSegLib.geometry import check_axis, check_factor, through_plane_axis
+from JointSRSegLib.geometry import through_plane_axis
+from JointSRSegLib.vocabulary import check_axis, check_factor, check_protocol
 from JointSRSegLib.volume import Volume
-
-PROTOCOLS = ("sr", "interp", "inplane")
 
 
 def to_numpy(value) -> np.ndarray:
@@ -46,12 +45,6 @@ def to_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (use {', '.join(PROTOCOLS)})")
-    return protocol
 
 
 def resolve_axis(axis: int | str | None, spacing, source: str | None = None) -> int:
