@@ -9,7 +9,8 @@ skull-stripped and whole-head (``benchmarks.realistic_cases.synthesize``), store
 writes it, x4 thick coronal slices (the sr protocol).  Methods, each in a fresh process (its own peak
 RSS): ``bspline``; the shipped joint package with the engine's head mask (crop + window skipping,
 the default) and without it (``foreground_only=False``, the engine before the mask: the baseline);
-``atropos`` (B-spline + ANTs Atropos).  Same machine, same run, 2 threads.
+``atropos`` (B-spline + ANTs Atropos); ``adapt`` (the shipped self-SR prior fine-tuned on the scan, 60 s
+ceiling, SR only) and ``adapt+atropos``.  Same machine, same run, 2 threads.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from benchmarks.common import emit_case, environment, run_case, write_result
 
 PACKAGE = "swinsr-unetr-brain-small"
 VARIANTS = ("stripped", "head")
-METHODS = ("bspline", "package", "package_whole_fov", "atropos")
+METHODS = ("bspline", "package", "package_whole_fov", "atropos", "adapt", "adapt+atropos")
+ADAPT_BUDGET_S = 60.0  # the ceiling of --model adapt (it stops earlier when its held-back loss stops improving)
 
 
 def _lr_case(variant: str):
@@ -50,6 +52,11 @@ def _case(method: str, params: dict) -> None:
         result = predict(lr, model="bspline", tasks=("sr",), scale=4)
     elif method == "atropos":
         result = predict(lr, model="atropos", tasks=("sr", "seg"), scale=4, threads=threads)
+    elif method == "adapt":
+        result = predict(lr, model="adapt", tasks=("sr",), scale=4, threads=threads, time_budget=ADAPT_BUDGET_S)
+    elif method == "adapt+atropos":
+        result = predict(lr, model="adapt", tasks=("sr", "seg"), scale=4, threads=threads, seg_model="atropos",
+                         time_budget=ADAPT_BUDGET_S)
     else:
         result = predict(
             lr, model=PACKAGE, tasks=("sr", "seg"), scale=4, threads=threads, foreground_only=method == "package"
