@@ -40,6 +40,7 @@ from JointSRSegLib.io import read_volume  # noqa: E402
 from JointSRSegLib.volume import Grid, Volume  # noqa: E402
 
 MODELS = ROOT / "Resources" / "Models"
+PRIORS = ROOT / "Resources" / "Priors"
 SAMPLE = ROOT / "Resources" / "SampleData" / "MNI152_T1_1mm.nii.gz"
 SWINSR, TASC, RDST_E = "swinsr-unetr-brain-small", "tasc-swinmt-brain-small", "rdst-e-brain"
 CROP_START, CROP_SIZE = (106, 70, 60), (24, 48, 32)  # in the sample's held-out slab (axis 0 >= 106)
@@ -59,6 +60,17 @@ def shipped() -> dict[str, dict]:
     return found
 
 
+def rankable() -> dict[str, dict]:
+    """:func:`shipped`, then ``adapt`` read from the shipped self-SR prior's prior.json (it competes for
+    image-only requests of its protocol and factor)."""
+    found = shipped()
+    for record_path in sorted(PRIORS.glob("*/prior.json")):
+        prior = json.loads(record_path.read_text(encoding="utf-8"))
+        found["adapt"] = {"tasks": [prior["protocol"]], "protocol": prior["protocol"],
+                          "scale": {"factors": [prior["factor"]]}, "metrics": prior.get("metrics", {})}
+    return found
+
+
 def factors(meta: dict) -> set[int]:
     scale = meta["scale"]
     if isinstance(scale, list):
@@ -69,14 +81,14 @@ def factors(meta: dict) -> set[int]:
 def candidates(tasks, protocol: str, factor: int) -> list[str]:
     return [
         model_id
-        for model_id, meta in shipped().items()
+        for model_id, meta in rankable().items()
         if set(tasks) <= set(meta["tasks"]) and meta["protocol"] == protocol and factor in factors(meta)
     ]
 
 
 def real_record(model_id: str, protocol: str, factor: int) -> dict | None:
     """The card's real-scan record (``metrics.realistic``) for this request, if any."""
-    record = shipped()[model_id].get("metrics", {}).get("realistic")
+    record = rankable()[model_id].get("metrics", {}).get("realistic")
     if record and record.get("protocol") == protocol and record.get("factor") == factor:
         return record
     return None
@@ -87,7 +99,7 @@ def recorded(model_id: str, key: str, protocol: str, factor: int) -> float | Non
     real = real_record(model_id, protocol, factor)
     if real is not None:
         return real.get(key)
-    check = shipped()[model_id].get("metrics", {}).get("regression_check", {})
+    check = rankable()[model_id].get("metrics", {}).get("regression_check", {})
     return check.get(key) if check.get("protocol") == protocol and check.get("factor") == factor else None
 
 

@@ -211,6 +211,7 @@ def describe_adaptation() -> ModelDescription:
         intended_use="Research use, not for diagnosis.",
         expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 120},
         factors=tuple(sorted(f for protocol, f in available_priors() if protocol == "sr")),
+        protocols=("sr",),
     )
 
 
