@@ -292,7 +292,8 @@ def choose_default(
     if gain is not None and gain > 0:
         reason = f"{model} records {gain:+.2f} dB PSNR over B-spline for {request}"
     elif len(ranked) == 1:
-        reason = f"{model} is the shipped package for {request}"
+        kind = "self-SR prior (fine-tuned on the scan)" if model == "adapt" else "package"
+        reason = f"{model} is the shipped {kind} for {request}"
     else:
         metric = "PSNR gain" if image_task else "Dice"
         reason = f"{model} has the best recorded {metric} of the {len(ranked)} shipped packages for {request}"

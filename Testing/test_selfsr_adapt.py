@@ -104,7 +104,7 @@ def test_patience_zero_trains_to_the_step_limit():
 
 
 def test_shipped_prior_is_listed_and_verified():
-    assert ("sr", 4) in available_priors()
+    assert {("sr", 2), ("sr", 4)} <= set(available_priors())
     net, record, cfg = load_prior("sr", 4, 1)
     assert record["factor"] == 4 and record["protocol"] == "sr" and cfg["scale"] == [1, 4]
     assert float(net.tail.conv.weight.detach().abs().max()) > 0  # trained: not the zero-initialised cubic start
@@ -149,7 +149,7 @@ def _copy_prior(tmp_path, monkeypatch):
 
 
 def test_missing_prior_is_one_clear_line(sample_case, tmp_path, monkeypatch):
-    _copy_prior(tmp_path, monkeypatch)
+    _copy_prior(tmp_path, monkeypatch)  # the x4 prior only
     _, lr = sample_case
     with pytest.raises(InputError, match=r"no shipped adaptation prior for the interp protocol x3 \(shipped: sr x4\)"):
         predict(lr, model="adapt", tasks=("interp",), scale=3, axis=1, max_steps=0)
