@@ -55,8 +55,10 @@ segment names and colours, SNOMED CT terminology, and the SR volume as its sourc
 <li><b>Uncertainty</b>: 0 (certain) to 1 (uncertain), shown over the SR volume.</li>
 </ul>
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
-<a href="https://arxiv.org/abs/2106.06011">SwinIR/SwinUNETR</a>,
-<a href="https://arxiv.org/abs/2003.04993">disentangled SR</a> and
+<a href="https://arxiv.org/abs/2108.10257">SwinIR</a> /
+<a href="https://arxiv.org/abs/2201.01266">Swin UNETR</a>,
+<a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/architectures/disentangled_sr.md">CNN+ViT disentangled SR</a>,
+the self-SR prior fine-tuned on the scan (<i>adapt</i>) and
 <a href="https://arxiv.org/abs/1703.04977">aleatoric/epistemic uncertainty (Kendall &amp; Gal 2017)</a>.
 See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.
 To try it: Sample Data module, JointSRSeg, <i>T2 5 mm slices (OpenNeuro ds000011)</i>, then Apply.
