@@ -57,7 +57,8 @@ segment names and colours, SNOMED CT terminology, and the SR volume as its sourc
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
 <a href="https://arxiv.org/abs/2108.10257">SwinIR</a> /
 <a href="https://arxiv.org/abs/2201.01266">Swin UNETR</a>,
-<a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/architectures/disentangled_sr.md">CNN+ViT disentangled SR</a>,
+<a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/architectures/disentangled_sr.md"
+>CNN+ViT disentangled SR</a>,
 the self-SR prior fine-tuned on the scan (<i>adapt</i>) and
 <a href="https://arxiv.org/abs/1703.04977">aleatoric/epistemic uncertainty (Kendall &amp; Gal 2017)</a>.
 See <a href="https://github.com/jointsrseg/JointSRSeg/blob/main/docs/slicer.md">the user guide</a>.
