@@ -148,7 +148,12 @@ def _apply(
     return fused, first
 
 
-def _validation_l1(net: nn.Module, patches, device: torch.device) -> float:
+def snapshot(net: nn.Module, step: int, l1: float) -> dict:
+    """The weights at ``step`` with their held-back loss: what is applied if nothing later scores better."""
+    return {"step": step, "l1": l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+
+
+def validation_l1(net: nn.Module, patches, device: torch.device) -> float:
     """Mean L1 over the held-back patches (the early-stopping and start-choice criterion)."""
     was_training = net.training
     net.eval()
@@ -158,7 +163,7 @@ def _validation_l1(net: nn.Module, patches, device: torch.device) -> float:
     return total / len(patches)
 
 
-def network_box(volume: Volume, axis: int) -> tuple[slice, slice, slice]:
+def network_box(volume: Volume) -> tuple[slice, slice, slice]:
     """Voxel box of ``volume`` the network runs on: the head mask's bounding box grown by the
     network's receptive field (:data:`FIELD_MARGIN`), so the network never reads outside what it
     would read on the whole volume except for empty background."""
@@ -231,8 +236,7 @@ def self_supervised_sr(
     unknown = set(options) - set(DEFAULTS) - {"network_options"}
     if unknown:
         raise TypeError(f"unknown self-SR option(s): {', '.join(sorted(unknown))}")
-    if start not in START_MODES:
-        raise InputError(None, f"unknown self-SR start {start!r} (expected one of {', '.join(START_MODES)})")
+    check_choice(start, START_MODES, "self-SR start")
     defaults = {**DEFAULTS, "learning_rate": PRIOR_LEARNING_RATE} if start == "prior" else DEFAULTS
     cfg = {**defaults, **{k: v for k, v in options.items() if k in DEFAULTS}}
     check_choice(protocol, THROUGH_PLANE_PROTOCOLS, "self-supervised protocol", volume.source)
@@ -248,8 +252,7 @@ def self_supervised_sr(
         raise InputError(volume.source, "the image contains NaN or infinite values")
     if time_budget <= 0:
         raise InputError(None, "time_budget must be positive")
-    if cfg["precision"] not in PRECISIONS:
-        raise InputError(None, f"unknown precision {cfg['precision']!r} (expected one of {', '.join(PRECISIONS)})")
+    check_choice(cfg["precision"], PRECISIONS, "self-SR precision")
     if start == "prior" and (cfg["network"] != "cnn" or options.get("network_options")):
         raise InputError(None, "the adaptation prior is the default 'cnn' network; network options apply to 'self'")
     torch_device = _resolve_device(device)
@@ -259,7 +262,7 @@ def self_supervised_sr(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     norm, lo, scale = robust_normalization(volume.array)
-    box = network_box(volume, axis)
+    box = network_box(volume)
     if protocol == "interp" and box[axis].stop - box[axis].start < 2:
         box = tuple(slice(0, n) if a == axis else b for a, (b, n) in enumerate(zip(box, volume.shape)))
     inner = np.ascontiguousarray(norm[(slice(None), *box)])
@@ -280,8 +283,8 @@ def self_supervised_sr(
     start_choice = None
     if start == "prior":  # the prior must beat cubic interpolation on this scan's own patches, or it is not used
         cubic_net, _ = build_network("cnn", volume.channels, factor, protocol)
-        prior_l1 = _validation_l1(net, held_back, torch_device)
-        cubic_l1 = _validation_l1(cubic_net.to(torch_device), held_back, torch_device)
+        prior_l1 = validation_l1(net, held_back, torch_device)
+        cubic_l1 = validation_l1(cubic_net.to(torch_device), held_back, torch_device)
         start_choice = {"prior_l1": round(prior_l1, 6), "cubic_l1": round(cubic_l1, 6),
                         "used": "prior" if prior_l1 <= cubic_l1 else "cubic"}
         if prior_l1 > cubic_l1:
@@ -306,8 +309,8 @@ def self_supervised_sr(
     log_every = 10
     step = 0
     validate_every, patience = max(1, int(cfg["validate_every"])), int(cfg["patience"])
-    best_l1 = _validation_l1(net, held_back, torch_device)
-    best = {"step": 0, "l1": best_l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+    best_l1 = validation_l1(net, held_back, torch_device)
+    best = snapshot(net, 0, best_l1)
     validation = [{"step": 0, "l1": round(best_l1, 6)}]
     since_best, stopped_early = 0, False
     lr_value = cfg["learning_rate"]
@@ -336,10 +339,10 @@ def self_supervised_sr(
                           "l1": round(float(np.mean(window)), 6), "lr": round(lr_value, 8)})
             window = []
         if step % validate_every == 0:
-            l1 = _validation_l1(net, held_back, torch_device)
+            l1 = validation_l1(net, held_back, torch_device)
             validation.append({"step": step, "l1": round(l1, 6)})
             if l1 < best["l1"] * (1.0 - MIN_IMPROVEMENT):
-                best = {"step": step, "l1": l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+                best = snapshot(net, step, l1)
                 since_best = 0
             else:
                 since_best += 1
@@ -352,10 +355,10 @@ def self_supervised_sr(
         curve.append({"step": step, "seconds": round(time.perf_counter() - train_start, 3),
                       "l1": round(float(np.mean(window)), 6), "lr": round(lr_value, 8)})
     if step % validate_every:  # score the last weights too: they may be the best
-        l1 = _validation_l1(net, held_back, torch_device)
+        l1 = validation_l1(net, held_back, torch_device)
         validation.append({"step": step, "l1": round(l1, 6)})
         if l1 < best["l1"]:
-            best = {"step": step, "l1": l1, "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            best = snapshot(net, step, l1)
     net.load_state_dict(best["state"])
     train_seconds = time.perf_counter() - train_start
     if len(curve) > CURVE_POINTS:

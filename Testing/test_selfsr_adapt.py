@@ -60,7 +60,7 @@ def test_network_box_changes_nothing_inside_the_head():
     wherever the head mask is: the margin covers the receptive field."""
     vol = _head_in_empty_field()
     norm, _, _ = robust_normalization(vol.array)
-    box = network_box(vol, 2)
+    box = network_box(vol)
     assert box[2] == slice(0, 20) and box[0].start > 0 and box[0].stop < 96  # the field is cropped in-plane
     net = _randomised(build_network("cnn", 1, 4, "sr", features=8, blocks=2)[0])
     full, _ = _apply(net, norm, 2, 80, torch.device("cpu"))

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from JointSRSegLib.io import read_volume
-from JointSRSegLib.selfsr import robust_normalization
+from JointSRSegLib.selfsr import robust_normalization, snapshot, validation_l1
 from JointSRSegLib.selfsr_data import InplanePatchSampler
 from JointSRSegLib.selfsr_net import build_network, cosine_lr
 from JointSRSegLib.selfsr_prior import PRIOR_FILE, WEIGHTS_FILE, prior_name
@@ -49,6 +49,7 @@ VALIDATION_SUBJECTS = (17, 18)
 TEST_SUBJECTS = {"labels": (19, 20), "real": (21, 22, 23, 24)}
 PLANES_PER_AXIS = 12  # slices kept per axis and volume (memory: ~3 copies of each in the sampler)
 VALIDATION_PATCHES = 256
+CPU = torch.device("cpu")
 
 
 def _check_subjects(subjects) -> None:
@@ -116,16 +117,6 @@ class MixedSampler:
         return lr, hr
 
 
-@torch.no_grad()
-def validation_l1(net, patches) -> float:
-    net.eval()
-    total = 0.0
-    for lr, hr in patches:
-        total += float((net(lr)[..., : hr.shape[-1]] - hr).abs().mean())
-    net.train()
-    return total / len(patches)
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -160,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     net, net_cfg = build_network("cnn", 1, args.factor, args.protocol)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    cubic_l1 = validation_l1(net, val)  # the zero-initialised tail: the network is exactly cubic
-    best = {"step": 0, "l1": cubic_l1, "state": {k: v.clone() for k, v in net.state_dict().items()}}
+    cubic_l1 = validation_l1(net, val, CPU)  # the zero-initialised tail: the network is exactly cubic
+    best = snapshot(net, 0, cubic_l1)
     history = [{"step": 0, "validation_l1": round(cubic_l1, 6)}]
     print(f"step 0: validation L1 {cubic_l1:.5f} (cubic)", flush=True)
     window = []
@@ -175,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.step()
         window.append(float(loss.detach()))
         if step % args.validate_every == 0 or step == args.steps:
-            l1 = validation_l1(net, val)
+            l1 = validation_l1(net, val, CPU)
             history.append({"step": step, "train_l1": round(float(np.mean(window)), 6), "validation_l1": round(l1, 6),
                             "seconds": round(time.perf_counter() - started, 1)})
             window = []
             if l1 < best["l1"]:
-                best = {"step": step, "l1": l1, "state": {k: v.clone() for k, v in net.state_dict().items()}}
+                best = snapshot(net, step, l1)
             print(f"step {step}: train L1 {history[-1]['train_l1']:.5f}, validation L1 {l1:.5f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
 
