@@ -14,7 +14,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from JointSRSegModule.checks import DEVICES
+from JointSRSegModule.checks import DEVICES, SEG_MODEL_NONE
 from JointSRSegModule.dependencies import DependencyInstaller
 from JointSRSegModule.logic import SEG_MODELS, CancelledError, InputError, JointSRSegLogic  # noqa: F401 (re-exported)
 from JointSRSegModule.sample_data import register_sample_data
@@ -134,6 +134,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._models: dict = {}
         self._modelIsDefault = True  # the selection follows the request until the user picks a model
+        self._segModelIsDefault = True  # "Segment SR output with" follows the default until the user sets it
         self._choice = None  # why the default was preselected (JointSRSegLib.defaults.DefaultChoice)
         self._request = None  # ((tasks, protocol, scale), segModel) the selection was made for
         self._syncing = False
@@ -233,16 +234,20 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncing = True
         try:
             request = self._currentRequest()
+            if self._request is not None and request == self._request[0] and p.segModel != self._request[1]:
+                self._segModelIsDefault = False  # the user set "Segment SR output with": it stays
             if (request, p.segModel) != self._request or p.modelId not in self._models:
-                self._request = (request, p.segModel)
                 tasks, protocol, scale = request
-                models = self.logic.modelsWithSegmentation(self._models, p.segModel)
                 model, self._choice = self.logic.modelForRequest(
-                    models, p.modelId, self._modelIsDefault, tasks, protocol, scale
+                    self.logic.modelsWithSegmentation(self._models, p.segModel),
+                    p.modelId, self._modelIsDefault, tasks, protocol, scale, self._segModelIsDefault,
                 )
                 self._modelIsDefault = self._choice is not None
+                if self._modelIsDefault and self._segModelIsDefault:  # e.g. SR + seg: adapt, Atropos segments
+                    p.segModel = self._choice.seg_model or SEG_MODEL_NONE
                 if model != p.modelId:
                     p.modelId = model
+                self._request = (request, p.segModel)
             self._showModel(p.modelId)
         finally:
             self._syncing = False

@@ -131,8 +131,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         choices=UNCERTAINTY_METHODS,
         help="; ".join(f"{name}: {text}" for name, text in UNCERTAINTY_METHOD_TEXT.items()),
     )
-    p.add_argument("--time-budget", type=float, default=300.0,
-                   help="ceiling in seconds for --model self / adapt (training stops earlier when it converges)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="ceiling in seconds for --model self / adapt (default 150 / 60; training stops earlier when "
+                   "it converges)")
 
 
 def predict_options(args: argparse.Namespace) -> dict:

@@ -23,7 +23,10 @@ B-spline counts only with a mean SSIM not below B-spline's.  **Segmentation** go
 its realistic record shows a mean tissue Dice above ``atropos`` on B-spline and above ``atropos`` on
 self-SR, each on the cases both ran (paired means); otherwise the request gets the classical
 ``atropos`` (B-spline + ANTs Atropos, :mod:`JointSRSegLib.atropos`), which needs no training data and does
-not care which orientation, contrast or field of view the scan has.
+not care which orientation, contrast or field of view the scan has -- and Atropos segments the output
+of the best SR method for the request's image task when that method's real-scan record shows Atropos on
+its output (``with_atropos_dice``) above Atropos on B-spline on the same cases
+(:attr:`DefaultChoice.seg_model`; e.g. SR + segmentation x4 -> ``adapt`` SR, segmented by Atropos).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class DefaultChoice:
     reason: str
     gain_db: float | None = None  # PSNR gain over B-spline the chosen package's card records for this request
     dice: float | None = None  # mean Dice the chosen package's card records for this request
+    seg_model: str | None = None  # a classical method segmenting ``model``'s SR output (predict's seg_model)
 
 
 def request_protocol(tasks: str | Sequence[str], protocol: str | None = None) -> str:
@@ -156,6 +160,14 @@ def beats_segmentation_peer(metadata: Mapping[str, Any] | None, protocol: str, f
     return not lost, f"real-scan Dice {mine:.2f} vs atropos {where} {peer:.2f} on the same cases"
 
 
+def chained_segmentation_gain(metadata: Mapping[str, Any] | None, protocol: str, factor: int) -> float | None:
+    """Mean Dice of Atropos on this method's SR output minus Atropos on B-spline, on the real-scan cases
+    both ran (``with_atropos_dice`` / ``with_atropos_peer_dice``), else None."""
+    real = realistic_record(metadata, protocol, factor)
+    mine, peer = _number(real, "with_atropos_dice"), _number(real, "with_atropos_peer_dice")
+    return None if mine is None or peer is None else mine - peer
+
+
 def quality_text(metadata: Mapping[str, Any] | None) -> str:
     """One line on what the card measured, e.g. "Measured (model card, thick slices ×4): PSNR 27.35 dB, -0.34 dB
     vs B-spline; mean Dice 0.72." -- so a preselected package never looks better than it is."""
@@ -237,12 +249,15 @@ def choose_default(
     require_gain: bool = False,
     fallback: str | None = DEFAULT_FALLBACK,
     packages: Iterable[Any] | None = None,
+    chain_segmentation: bool = True,
 ) -> DefaultChoice:
     """The best shipped package for the request (module docstring), or ``fallback``.
 
     ``require_gain`` keeps only packages whose card records a positive PSNR gain over B-spline for
     this request (the demo's SR).  ``packages`` (``ModelPackage``-like: ``id``, ``tasks``,
     ``protocol``, ``scale.factors``, ``metadata``) replaces the built-in folder, e.g. in tests.
+    ``chain_segmentation=False`` leaves out "SR method + Atropos on its output" (a caller whose user chose
+    that the model segments by itself).
     """
     wanted = parse_tasks(tasks, allow_empty=True)
     factor = int(factor)
@@ -252,7 +267,7 @@ def choose_default(
     image_task = any(t in IMAGE_TASKS for t in wanted)
     no_worse_than_bspline = image_task and "seg" not in wanted
     ranked, fitting, vetoed = [], 0, []
-    candidates = [*shipped_packages(), *shipped_priors()] if packages is None else packages
+    candidates = [*shipped_packages(), *shipped_priors()] if packages is None else list(packages)
     for order, package in enumerate(candidates):
         if not fits(package.tasks, (package.protocol,), package.scale.factors, wanted, proto, factor):
             continue
@@ -277,6 +292,19 @@ def choose_default(
     request = describe_request(wanted, proto, factor)
     if not ranked and "seg" in wanted and proto != "inplane":
         why = f" ({'; '.join(vetoed)})" if vetoed else ""
+        image_tasks = tuple(t for t in wanted if t in IMAGE_TASKS)
+        chained = None
+        if image_tasks and chain_segmentation:
+            chained = _best_sr_for_atropos(candidates, image_tasks, proto, factor)
+        if chained is not None:
+            sr, gain, dice, seg_gain = chained
+            return DefaultChoice(
+                sr,
+                f"{sr} SR segmented by {SEGMENTATION_PEER}: on real scans Atropos on its output has mean Dice "
+                f"{dice:.2f} ({seg_gain:+.2f} vs Atropos on B-spline) and its SR {gain:+.2f} dB over B-spline; "
+                f"no shipped package beats {SEGMENTATION_PEER} for {request}{why}",
+                gain, dice, seg_model=SEGMENTATION_PEER,
+            )
         return DefaultChoice(
             SEGMENTATION_PEER,
             f"no shipped package beats {SEGMENTATION_PEER} (B-spline + ANTs Atropos) for {request}{why}; "
@@ -305,6 +333,29 @@ def choose_default(
     return DefaultChoice(model, reason, gain, dice)
 
 
+def _best_sr_for_atropos(
+    candidates: Iterable[Any], image_tasks: tuple[str, ...], protocol: str, factor: int
+) -> tuple[str, float, float, float] | None:
+    """The SR method (id, PSNR gain, Dice of Atropos on it, Dice gain over Atropos on B-spline) whose
+    real-scan record shows both an image gain (SSIM not below B-spline's) and Atropos on its output
+    beating Atropos on B-spline; the largest Dice gain wins.  None when no method shows both."""
+    best = None
+    for order, method in enumerate(candidates):
+        if not fits(method.tasks, (method.protocol,), method.scale.factors, image_tasks, protocol, factor):
+            continue
+        seg_gain = chained_segmentation_gain(method.metadata, protocol, factor)
+        gain = recorded_gain(method.metadata, protocol, factor)
+        real = realistic_record(method.metadata, protocol, factor) or {}
+        if seg_gain is None or seg_gain <= 0 or gain is None or gain <= 0:
+            continue
+        if ssim_below_bspline(method.metadata, protocol, factor):
+            continue
+        key = (seg_gain, gain, -order)
+        if best is None or key > best[0]:
+            best = (key, (method.id, gain, float(real["with_atropos_dice"]), seg_gain))
+    return None if best is None else best[1]
+
+
 def default_model(
     tasks: str | Sequence[str], protocol: str | None = None, factor: int = 4, fallback: str = DEFAULT_FALLBACK
 ) -> str:
@@ -321,6 +372,7 @@ __all__ = [
     "describe_request",
     "fits",
     "beats_segmentation_peer",
+    "chained_segmentation_gain",
     "quality_text",
     "realistic_record",
     "recorded_dice",

@@ -9,11 +9,16 @@ the through-plane axis on the two planes that contain it; the two estimates are 
 (the same network pre-trained on many heads) instead of the cubic interpolation, and fine-tunes it at a
 lower rate: the scan's own slices then only have to teach what is particular to this scan.
 
-Budget: everything (preparation, training, inference) fits ``time_budget`` seconds; the inference
+Budget: everything (preparation, training, inference) fits ``time_budget`` seconds (default
+:data:`DEFAULT_TIME_BUDGET`: 150 s from scratch, 60 s from the prior); the inference
 time is measured on real planes before training starts and reserved.  The budget is a ceiling: a
 fixed set of held-back in-plane patches is scored every ``validate_every`` steps, training stops
 when that loss has not improved for ``patience`` checks, and the best-scoring weights are applied
 (so training can never make the result worse than its start on the scan's own validation patches).
+The held-back patches come from the same few slices as the training patches, so on a small volume
+their loss keeps falling while the network memorises them: training also stops after
+:data:`MAX_EPOCHS` passes over the acquired in-plane pixels (a 256³ head never reaches it inside the
+budget; a 24×48×8 crop does after a few dozen steps instead of training for minutes).
 ``max_steps`` caps the number of optimiser steps; when it is given the learning-rate schedule
 follows the step count, so results are bit-reproducible for a fixed seed (as long as the time budget
 is not hit first).  The network runs only on the head's bounding box (:func:`foreground.head_mask`
@@ -52,6 +57,8 @@ PRIOR_LEARNING_RATE = 2e-4  # fine-tuning rate of a prior start (measured: docs/
 START_MODES = ("scratch", "prior")
 VALIDATION_PATCHES = 64
 MIN_IMPROVEMENT = 0.002  # relative: a validation loss this much lower counts as progress
+DEFAULT_TIME_BUDGET = {"scratch": 150.0, "prior": 60.0}  # seconds, by start (docs/selfsr.md: measured)
+MAX_EPOCHS = 100  # passes over the acquired in-plane pixels: more only memorises a small volume
 FIELD_MARGIN = 16  # LR voxels: the CNN's receptive-field radius (15) rounded up, kept around the head box
 
 
@@ -207,7 +214,7 @@ def self_supervised_sr(
     protocol: str,
     factor: int,
     axis: int,
-    time_budget: float = 300.0,
+    time_budget: float | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
     cancel=None,
@@ -218,7 +225,8 @@ def self_supervised_sr(
     **options,
 ) -> tuple[Volume, dict]:
     """Super-resolve (``protocol="sr"``) or interpolate (``"interp"``) ``volume`` along voxel
-    ``axis`` by ``factor``, training on the scan itself for at most ``time_budget`` seconds.
+    ``axis`` by ``factor``, training on the scan itself for at most ``time_budget`` seconds
+    (None: :data:`DEFAULT_TIME_BUDGET` of the start).
 
     ``start``: ``"scratch"`` (SMORE: the network starts as cubic interpolation) or ``"prior"`` (the
     shipped prior for this protocol and factor, fine-tuned; :class:`InputError` when none is shipped).
@@ -250,6 +258,7 @@ def self_supervised_sr(
         raise InputError(volume.source, f"in-plane size {inplane} is too small to learn a x{factor} model from")
     if not np.all(np.isfinite(volume.array)):
         raise InputError(volume.source, "the image contains NaN or infinite values")
+    time_budget = DEFAULT_TIME_BUDGET[start] if time_budget is None else float(time_budget)
     if time_budget <= 0:
         raise InputError(None, "time_budget must be positive")
     check_choice(cfg["precision"], PRECISIONS, "self-SR precision")
@@ -300,6 +309,8 @@ def self_supervised_sr(
     net.trunk_dtype = None
     prep_seconds = time.perf_counter() - started
     train_budget = max(0.0, time_budget - prep_seconds - INFERENCE_SAFETY * estimate)
+    pixels_per_step = int(cfg["batch_size"]) * int(np.prod(held_back[0][1].shape[-2:]))
+    epoch_cap = max(1, int(np.ceil(MAX_EPOCHS * planes.shape[0] * planes.shape[2] * planes.shape[3] / pixels_per_step)))
     notify(TRAIN_FRACTION[0], "self-SR: training")
     _check_cancel(cancel)
 
@@ -319,7 +330,7 @@ def self_supervised_sr(
         elapsed = time.perf_counter() - train_start
         done_time = elapsed / train_budget if train_budget > 0 else 1.0
         done_steps = (step / max_steps if max_steps > 0 else 1.0) if max_steps is not None else 0.0
-        if done_time >= 1.0 or done_steps >= 1.0:
+        if done_time >= 1.0 or done_steps >= 1.0 or step >= epoch_cap:
             break
         _check_cancel(cancel)
         lr_value = cosine_lr(cfg["learning_rate"], done_steps if max_steps is not None else done_time)
@@ -416,6 +427,9 @@ def self_supervised_sr(
         "training": {
             "steps": step,
             "max_steps": max_steps,
+            "epoch_cap": epoch_cap,  # MAX_EPOCHS passes over the acquired in-plane pixels
+            "stopped_by": ("epoch cap" if step >= epoch_cap else "early stop" if stopped_early
+                           else "max_steps" if max_steps is not None and step >= max_steps else "time budget"),
             "batch_size": int(cfg["batch_size"]),
             "patch_lr": [sampler.height, sampler.m],
             "patch_hr": [sampler.height, sampler.hr_width],

@@ -112,6 +112,6 @@ def test_fixed_seed_and_steps_are_deterministic_and_progress_is_monotonic():
 
 def test_time_budget_stops_training():
     vol = Volume(_blobs((20, 20, 5)), spacing=(1, 1, 4), origin=(0, 0, 0))
-    _, report = self_supervised_sr(vol, "sr", 4, 2, time_budget=1.5, **FAST)
+    _, report = self_supervised_sr(vol, "sr", 4, 2, time_budget=3.0, **FAST)
     assert report["training"]["steps"] > 0
-    assert report["timings_s"]["total"] < 5.0
+    assert report["timings_s"]["total"] < 10.0

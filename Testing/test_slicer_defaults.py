@@ -61,14 +61,20 @@ def shipped() -> dict[str, dict]:
 
 
 def rankable() -> dict[str, dict]:
-    """:func:`shipped`, then ``adapt`` read from the shipped self-SR prior's prior.json (it competes for
-    image-only requests of its protocol and factor)."""
+    """:func:`shipped`, then ``adapt`` read from each shipped self-SR prior's prior.json (it competes for
+    image-only requests of its protocol and factor), keyed ``adapt@<protocol>-x<R>`` (:func:`method_id`)."""
     found = shipped()
     for record_path in sorted(PRIORS.glob("*/prior.json")):
         prior = json.loads(record_path.read_text(encoding="utf-8"))
-        found["adapt"] = {"tasks": [prior["protocol"]], "protocol": prior["protocol"],
-                          "scale": {"factors": [prior["factor"]]}, "metrics": prior.get("metrics", {})}
+        key = f"adapt@{prior['protocol']}-x{prior['factor']}"
+        found[key] = {"tasks": [prior["protocol"]], "protocol": prior["protocol"],
+                      "scale": {"factors": [prior["factor"]]}, "metrics": prior.get("metrics", {})}
     return found
+
+
+def method_id(key: str) -> str:
+    """The model id of a :func:`rankable` key (``adapt@sr-x4`` -> ``adapt``)."""
+    return key.split("@")[0]
 
 
 def factors(meta: dict) -> set[int]:
@@ -130,8 +136,24 @@ def expected_default(tasks, protocol: str, factor: int) -> str:
             continue
         ranked.append((value is not None, value or 0.0, -order, model_id))
     if not ranked and "seg" in tasks and protocol != "inplane":
-        return "atropos"
-    return max(ranked)[-1] if ranked else "bspline"
+        return chained_sr(tasks, protocol, factor) or "atropos"
+    return method_id(max(ranked)[-1]) if ranked else "bspline"
+
+
+def chained_sr(tasks, protocol: str, factor: int) -> str | None:
+    """For a request with segmentation that no package wins: the SR method for its image task whose
+    real-scan record shows Atropos on its output beating Atropos on B-spline (largest Dice gain), with an
+    image gain and SSIM not below B-spline's; None when there is none."""
+    image_tasks = [t for t in tasks if t in ("sr", "interp")]
+    best = None
+    for order, model_id in enumerate(candidates(image_tasks, protocol, factor) if image_tasks else []):
+        real = real_record(model_id, protocol, factor) or {}
+        mine, peer = real.get("with_atropos_dice"), real.get("with_atropos_peer_dice")
+        gain = real.get("psnr_gain_over_bspline_db")
+        if None in (mine, peer, gain) or mine <= peer or gain <= 0 or real["ssim"] < real["bspline_ssim"]:
+            continue
+        best = max(best or (-1.0, 0.0, 0, ""), (mine - peer, gain, -order, model_id))
+    return method_id(best[-1]) if best else None
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +194,10 @@ def test_default_is_the_best_fitting_shipped_package(logic, models, tasks, proto
     assert choice.model == expected == default_model(tasks, protocol, factor), choice.reason
     assert logic.defaultModel(tasks, protocol, factor) == expected and expected in models
     if expected == "atropos":
-        assert "no shipped package beats atropos" in choice.reason
+        assert "no shipped package beats atropos" in choice.reason and choice.seg_model is None
+    elif "seg" in tasks and expected == chained_sr(tasks, protocol, factor):  # SR method + Atropos on its output
+        assert choice.seg_model == "atropos" and "segmented by atropos" in choice.reason
+        assert logic.modelFits(logic.withSegmentationModel(models[expected], "atropos"), tasks, protocol, factor)
     elif expected != "bspline":
         assert logic.modelFits(models[expected], tasks, protocol, factor)
         assert expected in choice.reason
@@ -185,7 +210,7 @@ def test_default_is_the_best_fitting_shipped_package(logic, models, tasks, proto
 def test_defaults_name_the_shipped_packages(logic):
     """Thick-slice SR -> SwinSR-UNETR, interpolation -> TASC unless it loses to B-spline, in-plane ->
     RDST-E; segmentation -> a package only where the real-scan report shows it beating atropos."""
-    joint = SWINSR if beats_atropos(SWINSR, "sr", 4) else "atropos"
+    joint = SWINSR if beats_atropos(SWINSR, "sr", 4) else (chained_sr(("sr", "seg"), "sr", 4) or "atropos")
     assert logic.defaultModel(("sr", "seg"), "sr", 4) == joint
     assert logic.defaultModel("sr", None, 4) == expected_default(("sr",), "sr", 4)  # thick slices from the tasks
     assert SWINSR in candidates(("seg",), "sr", 4)
@@ -230,7 +255,7 @@ def test_demo_uses_the_same_rule():
     if best is not None and (real_record(best, "sr", 4) or {}).get("self_gain_over_bspline_db", -1e9) > positive[best]:
         best = None
     plan = demo_plan()
-    assert plan.sr_model == (best or "self")
+    assert plan.sr_model == method_id(best or "self")
     assert plan.seg_model == expected_default(("seg",), "sr", 4) == choose_default(("seg",), "sr", 4).model
     if not positive:
         assert "no built-in SR package" in plan.reason
@@ -431,13 +456,14 @@ def add_node(scene, volume: Volume, name: str):
 def test_default_package_run_lands_on_the_input(scene, tasks, protocol):
     """Thick (or gapped) x4 slices of the sample crop, the preselected package, outputs on the HR grid."""
     logic = JointSRSegLogic(scene)
-    model = logic.defaultModel(tasks, protocol, 4)
-    assert model == expected_default(tasks, protocol, 4) != "bspline"  # a package, or atropos (B-spline + ANTs)
+    choice = logic.defaultChoice(tasks, protocol, 4)
+    model = choice.model
+    assert model == expected_default(tasks, protocol, 4) != "bspline"  # a package, atropos, or SR + atropos
     hr = sample_crop()
     lr = simulate_thick_slices(hr, 4, 2) if protocol == "sr" else simulate_slice_gaps(hr, 4, 2)
     node = add_node(scene, lr, "T1")
     outputs = logic.process(node, model=model, tasks=tasks, scale=4, axis="auto", device="cpu",
-                            uncertainty=True, protocol=protocol)
+                            uncertainty=True, protocol=protocol, segModel=choice.seg_model)
     task = tasks[0]
     grid = (subdivide_grid if protocol == "sr" else insert_grid)(grid_from_slicer(node), 4, 2)
     assert_on_grid(outputs[task], grid)
@@ -489,3 +515,27 @@ def test_protocol_mismatch_is_refused_with_the_fix(scene):
     with pytest.raises(InputError, match="made for gapped slices, not thick slices"):
         logic.process(node, model=TASC, tasks=("seg",), scale=4, protocol="sr")
     assert scene.GetNumberOfNodes() == count
+
+
+def test_sr_plus_segmentation_default_is_the_best_sr_for_atropos():
+    """No package beats Atropos: the SR method whose real-scan record shows Atropos on its output beating
+    Atropos on B-spline (and an image gain, SSIM not below B-spline's) does the SR, Atropos segments it."""
+    from JointSRSegLib.defaults import LearnedMethod, _Factors
+
+    def method(name, gain, ssim, chained, peer=0.69):
+        record = {"protocol": "sr", "factor": 4, "psnr_gain_over_bspline_db": gain, "ssim": ssim,
+                  "bspline_ssim": 0.88, "with_atropos_dice": chained, "with_atropos_peer_dice": peer}
+        return LearnedMethod(name, ("sr",), "sr", _Factors((4,)), {"metrics": {"realistic": record}})
+
+    methods = [method("a-small-seg-gain", 4.0, 0.94, 0.70), method("b-best", 3.0, 0.93, 0.74),
+               method("c-blurry", 5.0, 0.80, 0.80), method("d-worse-seg", 6.0, 0.95, 0.60)]
+    choice = choose_default(("sr", "seg"), "sr", 4, packages=methods)
+    assert (choice.model, choice.seg_model) == ("b-best", "atropos"), choice
+    assert "+0.05 vs Atropos on B-spline" in choice.reason and choice.gain_db == 3.0
+    plain = choose_default(("sr", "seg"), "sr", 4, packages=methods, chain_segmentation=False)
+    assert (plain.model, plain.seg_model) == ("atropos", None)
+    # the image-only request ranks by PSNR gain and ignores the segmentation figures
+    assert choose_default(("sr",), "sr", 4, packages=methods).model == "d-worse-seg"
+    # nothing beats Atropos on B-spline: the classical pair
+    none = choose_default(("sr", "seg"), "sr", 4, packages=[method("e", 4.0, 0.94, 0.65)])
+    assert (none.model, none.seg_model) == ("atropos", None)

@@ -52,6 +52,21 @@ widget.onModelSelected(index)
 assert widget.ui.uncertaintyCheckBox.enabled, "the shipped package has uncertainty methods"
 tip = widget.ui.uncertaintyMethodComboBox.toolTip
 assert tip.startswith("auto: ") and tip.endswith("This model: auto, tta."), tip
+# SR + segmentation with nothing picked: the default is adapt SR segmented by Atropos (defaults rule), the
+# "Segment SR output with" menu follows; once the user sets that menu, it stays and the default adapts
+widget._modelIsDefault = True
+p.taskSR, p.taskInterp, p.taskSeg, p.scale = True, False, False, 4
+widget._onParameterNodeModified()
+p.taskSeg = True
+widget._onParameterNodeModified()
+assert (p.modelId, p.segModel) == ("adapt", "atropos"), (p.modelId, p.segModel)
+assert "Atropos on its output" in widget.ui.modelInfoLabel.text, widget.ui.modelInfoLabel.text
+p.segModel = "none"
+widget._onParameterNodeModified()
+assert (p.modelId, p.segModel) == ("atropos", "none"), (p.modelId, p.segModel)
+p.taskSeg = False
+widget._onParameterNodeModified()
+assert (p.modelId, p.segModel) == ("adapt", "none"), (p.modelId, p.segModel)
 widget.onSceneStartClose(None, None)
 assert not errors, errors
 bad = [m for m in ("torch", "JointSRSegLib.models", "JointSRSegLib.inference", "monai") if m in sys.modules]

@@ -10,7 +10,10 @@ compared with both ran (paired), so a partial run cannot flatter anyone:
 * ``dice_mean`` / ``atropos_on_bspline_dice`` / ``atropos_on_self_dice``: mean GM/WM Dice from x4 LR on the
   label-map cases, of the package, of ``atropos`` and of ``self+atropos`` (the peer a package must beat);
 * ``psnr_gain_over_bspline_db``, ``ssim`` / ``bspline_ssim`` (inside the head), ``self_gain_over_bspline_db``:
-  on every case with a high-resolution reference (label-map, real T1, MNI).
+  on every case with a high-resolution reference (label-map, real T1, MNI);
+* ``with_atropos_dice`` / ``with_atropos_peer_dice``: mean GM/WM Dice of ``<package>+atropos`` (Atropos on
+  the package's SR output) and of ``atropos`` (on B-spline) on the label-map cases both ran -- what lets an
+  SR method be the default SR of an SR + segmentation request with Atropos segmenting its output.
 
 ``adapt`` (the shipped self-SR prior fine-tuned on the scan) gets the same record in its ``prior.json``, so the
 defaults rule can rank it next to the packages for image requests.
@@ -79,6 +82,11 @@ def package_record(rows, package: str, sources: list[str]) -> dict | None:
                       ssim=round(_mean(rows, imaged, package, "ssim_head"), 4),
                       bspline_ssim=round(_mean(rows, imaged, "bspline", "ssim_head"), 4),
                       image_cases=len(imaged))  # fmt: skip
+    chained = _cases(rows, f"{package}+atropos", "atropos", kinds=("labelmap",))
+    if chained and _mean(rows, chained, f"{package}+atropos", "dice_mean") is not None:
+        record.update(with_atropos_dice=round(_mean(rows, chained, f"{package}+atropos", "dice_mean"), 3),
+                      with_atropos_peer_dice=round(_mean(rows, chained, "atropos", "dice_mean"), 3),
+                      with_atropos_cases=len(chained))  # fmt: skip
     for method in SELF_METHODS:
         both = _cases(rows, package, method, "bspline")
         if both and _mean(rows, both, method, "psnr_head") is not None:
@@ -180,8 +188,9 @@ def main() -> None:
 
     for folder in sorted(p.parent for p in PRIORS_DIR.glob(f"*/{PRIOR_FILE}")):  # the priors of model 'adapt'
         record = package_record(rows, "adapt", sources)
-        if record is None:
-            continue
+        prior = json.loads((folder / PRIOR_FILE).read_text(encoding="utf-8"))
+        if record is None or (prior.get("protocol"), prior.get("factor")) != (record["protocol"], record["factor"]):
+            continue  # the report measures sr x4: its figures belong to that prior only
         print(f"adapt ({folder.name})", json.dumps(record))
         if args.write:
             write_check_key(folder, "realistic", record, filename=PRIOR_FILE)

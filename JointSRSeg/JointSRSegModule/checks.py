@@ -197,21 +197,25 @@ def describe_self_supervised() -> ModelDescription:
 
 
 def describe_adaptation() -> ModelDescription:
-    """The shipped self-SR prior fine-tuned on the input: ``self`` started from a trained network."""
+    """The shipped self-SR prior fine-tuned on the input: ``self`` started from a trained network; its
+    tasks, protocols and factors are those of the priors shipped (``Resources/Priors``)."""
+    priors = available_priors()
+    protocols = tuple(p for p in ("sr", "interp") if any(q == p for q, _ in priors)) or ("sr",)
+    shipped = "; ".join(f"{p} x{', x'.join(str(f) for q, f in sorted(priors) if q == p)}" for p in protocols)
     return ModelDescription(
         id=ADAPTATION,
         name="Adapted SR (shipped prior + self-training)",
         description="Starts from a small SR network pre-trained on real and synthetic head scans and fine-tunes "
         "it on the volume's own in-plane detail; stops when its held-back loss stops improving. "
-        "Thick-slice (sr) input, one-channel images.",
-        tasks=("sr",),
+        f"One-channel images; priors shipped: {shipped or 'none'}.",
+        tasks=protocols,
         inputs=(("image", "any"),),
         license="Apache-2.0 (part of JointSRSeg); prior trained on OpenNeuro ds002748 (CC0) and SynthSeg "
         "label maps (Apache-2.0)",
         intended_use="Research use, not for diagnosis.",
         expected_runtime={"seconds_per_volume": 60, "cpu_seconds_per_volume": 120},
-        factors=tuple(sorted(f for protocol, f in available_priors() if protocol == "sr")),
-        protocols=("sr",),
+        factors=tuple(sorted({f for _, f in priors})),
+        protocols=protocols,
     )
 
 

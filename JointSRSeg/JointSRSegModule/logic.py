@@ -266,9 +266,15 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         interp = "interp" in parse_tasks(tasks, allow_empty=True)
         return request_protocol(tasks, SR_DIRECTIONS[srDirection] if not interp else None)
 
-    def defaultChoice(self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4) -> DefaultChoice:
-        """The shipped package that best fits the request and why (``JointSRSegLib.defaults``), else bspline."""
-        return choose_default(tasks, protocol, scale, fallback=checks.BASELINES[0])
+    def defaultChoice(
+        self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4, chainSegmentation: bool = True
+    ) -> DefaultChoice:
+        """The shipped package that best fits the request and why (``JointSRSegLib.defaults``), else bspline;
+        its ``seg_model`` (e.g. ``"atropos"``) is the "Segment SR output with" choice that goes with it.
+        ``chainSegmentation=False``: the user set that menu, so no default SR + Atropos pair is offered."""
+        return choose_default(
+            tasks, protocol, scale, fallback=checks.BASELINES[0], chain_segmentation=chainSegmentation
+        )
 
     def defaultModel(self, tasks: str | Sequence[str], protocol: str | None = None, scale: int = 4) -> str:
         """Id of the model the selector preselects, e.g. ``defaultModel("interp", None, 4)`` -> the TASC package."""
@@ -286,6 +292,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         tasks: Sequence[str],
         protocol: str | None,
         scale: int,
+        chainSegmentation: bool = True,
     ) -> tuple[str, DefaultChoice | None]:
         """After the tasks, direction or scale changed: keep a model the user picked while it still fits,
         else preselect the default for the new request.  Returns the model id and, when it is the
@@ -293,7 +300,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         current = models.get(currentId)
         if current is not None and not currentIsDefault and self.modelFits(current, tasks, protocol, scale):
             return currentId, None
-        choice = self.defaultChoice(tasks, protocol, scale)
+        choice = self.defaultChoice(tasks, protocol, scale, chainSegmentation)
         if choice.model not in models:  # e.g. a package that no longer loads
             fallback = checks.BASELINES[0]
             choice = DefaultChoice(fallback, f"{choice.reason}; {choice.model} is not available, using {fallback}")

@@ -436,7 +436,7 @@ def _run_self_supervised(volume, mode, tasks, factor, axis, device, uncertainty,
                 task,
                 factor,
                 axis,
-                time_budget=float(options.get("time_budget", 300.0)),
+                time_budget=options.get("time_budget"),  # None: the start's default (selfsr.DEFAULT_TIME_BUDGET)
                 seed=int(options.get("seed", 0)),
                 progress=notify,
                 cancel=token,
