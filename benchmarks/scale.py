@@ -4,6 +4,13 @@ Wall time and peak RSS per case (each in a fresh process) show whether cost grow
 the output size.  Methods: the ``bspline`` baseline and a model (``--model``, default: the best
 built-in SR package, else ``linear`` so the benchmark always runs).
 Run: ``python -m benchmarks.scale [--model ID]``.
+
+``self`` / ``adapt`` train within a time budget, so their wall time is the budget, not the size; with
+``--max-steps N`` they take exactly N optimisation steps (budget lifted), so the rows show how
+preparation and inference (both per voxel) grow, with the stages from the run's own report:
+
+    OMP_NUM_THREADS=2 python -m benchmarks.scale --model adapt --max-steps 50 \
+        --sizes 256x256x16 256x256x32 256x256x64 --out benchmarks/results/scale_adapt.json
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from benchmarks.common import emit_case, environment, run_case, write_result
 
 SIZES = ((512, 512, 38), (512, 512, 75), (512, 512, 150))
 FACTOR = 4
+SELF_TRAINED = ("self", "adapt")
 
 
 def _case(params: dict) -> None:
@@ -29,10 +37,28 @@ def _case(params: dict) -> None:
     size = tuple(params["size"])
     array = rng.normal(100, 20, size=(1, *size)).astype(np.float32)
     volume = Volume(array, (0.5, 0.5, 2.0), (0.0, 0.0, 0.0))
+    options = {}
+    if params.get("max_steps") is not None and params["model"] in SELF_TRAINED:
+        options = {"max_steps": int(params["max_steps"]), "time_budget": 3600.0, "seed": 0}
     started = time.perf_counter()
-    result = predict(volume, model=params["model"], tasks=("sr",), scale=FACTOR, axis=2, device=params["device"])
+    result = predict(volume, model=params["model"], tasks=("sr",), scale=FACTOR, axis=2, device=params["device"],
+                     **options)
     out = result.outputs["sr"]
-    emit_case("scale", params, started, output_voxels=int(np.prod(out.shape)))
+    stages = _find(result.report, "timings_s")
+    emit_case("scale", params, started, output_voxels=int(np.prod(out.shape)),
+              **({"stages_s": stages} if stages else {}))
+
+
+def _find(report, key: str):
+    """The first ``key`` in a nested report (self-SR's stage timings sit in the model's report)."""
+    if isinstance(report, dict):
+        if key in report:
+            return report[key]
+        for value in report.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
 
 
 def main() -> None:
@@ -42,6 +68,9 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="LR sizes, e.g. 256x256x16 (default 512x512x38/75/150)")
+    parser.add_argument("--max-steps", type=int, default=None, help="self / adapt: exactly this many steps")
     args = parser.parse_args()
     if args.case:
         _case(json.loads(args.params))
@@ -50,14 +79,16 @@ def main() -> None:
 
     model = args.model or demo_plan(FACTOR).seg_model or "linear"
     methods = ["bspline"] + ([model] if model != "bspline" else ["linear"])
+    sizes = [tuple(int(n) for n in text.split("x")) for text in args.sizes] if args.sizes else SIZES
     results = []
     for method in methods:
-        for size in SIZES:
-            results.append(run_case("scale", "scale", {"model": method, "size": list(size), "device": args.device}))
+        for size in sizes:
+            results.append(run_case("scale", "scale", {"model": method, "size": list(size), "device": args.device,
+                                                       "max_steps": args.max_steps}))
     summary = {}
     for method in methods:
         rows = [r for r in results if r["params"]["model"] == method and "wall_s" in r]
-        if len(rows) == len(SIZES):
+        if len(rows) == len(sizes):
             voxels = np.array([r["output_voxels"] for r in rows], float)
             summary[method] = {
                 "seconds_per_megavoxel": [round(r["wall_s"] / v * 1e6, 4) for r, v in zip(rows, voxels)],
@@ -65,6 +96,10 @@ def main() -> None:
                     (rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]) / ((voxels[-1] - voxels[0]) / 1e6), 3
                 ),
             }
+            for stage in ("preparation", "training", "inference"):  # self / adapt: per-stage cost
+                if all(stage in (r.get("stages_s") or {}) for r in rows):
+                    summary[method][f"{stage}_seconds_per_megavoxel"] = [
+                        round(r["stages_s"][stage] / v * 1e6, 4) for r, v in zip(rows, voxels)]
     write_result(
         args.out,
         {

@@ -200,7 +200,7 @@ def describe_adaptation() -> ModelDescription:
     """The shipped self-SR prior fine-tuned on the input: ``self`` started from a trained network; its
     tasks, protocols and factors are those of the priors shipped (``Resources/Priors``)."""
     priors = available_priors()
-    protocols = tuple(p for p in ("sr", "interp") if any(q == p for q, _ in priors)) or ("sr",)
+    protocols = tuple(p for p in IMAGE_TASKS if any(q == p for q, _ in priors)) or IMAGE_TASKS[:1]
     shipped = "; ".join(f"{p} x{', x'.join(str(f) for q, f in sorted(priors) if q == p)}" for p in protocols)
     return ModelDescription(
         id=ADAPTATION,
