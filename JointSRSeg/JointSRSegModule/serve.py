@@ -79,6 +79,8 @@ class WebPanel:
         self.session = WebSession(self.app.scene, data_dir, max_upload_mb)
         self._syncing = False
         self._model_is_default, self._seg_is_default = True, True
+        # What the server itself last put in the menus: a change to anything else is the user's.
+        self._server_model, self._server_seg = "", checks.SEG_MODEL_NONE
         self._initial_state()
         self._bind()
         self._build_ui()
@@ -112,7 +114,7 @@ class WebPanel:
         s.change("task_sr", "task_interp", "task_seg", "sr_direction", "scale", "seg_model")(self._on_request_changed)
         s.change("model_id")(self._on_model_picked)
         s.change("device")(lambda **_: self._show_device())
-        s.change("opacity")(lambda opacity, **_: self.session.logic.setOverlayOpacity(float(opacity)))
+        s.change("opacity")(lambda opacity, **_: self._set_opacity(opacity))
         s.change("out_format")(lambda **_: self._show_downloads())
         self.ctrl.trigger("load_sample")(self._guarded(self.load_sample))
         self.ctrl.trigger("load_data_file")(self._guarded(self.load_data_file))
@@ -151,6 +153,8 @@ class WebPanel:
         if self._syncing:
             return
         s, logic = self.state, self.session.logic
+        if s.seg_model != self._server_seg:  # the user set "Segment SR output with": it stays
+            self._seg_is_default = False
         tasks, protocol, scale = self._request()
         if not tasks:
             self._show_model(s.model_id, None)
@@ -162,16 +166,17 @@ class WebPanel:
         self._syncing = True
         try:
             if self._model_is_default and self._seg_is_default:
-                s.seg_model = choice.seg_model or checks.SEG_MODEL_NONE
-            s.model_id = model
+                self._server_seg = s.seg_model = choice.seg_model or checks.SEG_MODEL_NONE
+            self._server_model = s.model_id = model
         finally:
             self._syncing = False
         self._show_model(model, choice if self._model_is_default else None)
 
     def _on_model_picked(self, model_id, **_) -> None:
         """The user picked a model: it stays; the tasks, direction and factor adapt (logic.requestForModel)."""
-        if self._syncing or model_id not in self.session.models:
+        if self._syncing or model_id == self._server_model or model_id not in self.session.models:
             return
+        self._server_model = model_id
         s, logic = self.state, self.session.logic
         effective = logic.modelsWithSegmentation({model_id: self.session.models[model_id]}, s.seg_model)[model_id]
         tasks, direction, scale = logic.requestForModel(effective, self.tasks(), s.sr_direction, int(s.scale))
@@ -212,10 +217,10 @@ class WebPanel:
     def load_data_file(self, name: str) -> None:
         self._show_input(self.session.load_data_file(name))
 
-    def upload(self, files: list[dict[str, Any]]) -> None:
-        if not files:
-            raise InputError(None, "no file was received")
-        file = files[0]
+    def upload(self, file: dict[str, Any]) -> None:
+        """One file from the page (trame sends its name and bytes); the session checks and reads it."""
+        if not isinstance(file, dict) or file.get("error"):
+            raise InputError(None, f"the file could not be received ({(file or {}).get('error', 'no file')})")
         self._show_input(self.session.load_upload(str(file.get("name", "")), bytes(file.get("content") or b"")))
 
     def client_error(self, message: str) -> None:
@@ -228,6 +233,12 @@ class WebPanel:
         self.app.display_manager.show_volume_in_slice_background(node)
         self.app.display_manager.show_volume_in_slice_foreground(None)
         self.app.display_manager.reset_views()
+
+    def _set_opacity(self, opacity: float) -> None:
+        """The module logic's live opacity change (all composite nodes), then a new frame for each view."""
+        self.session.logic.setOverlayOpacity(float(opacity))
+        for view in self.app.view_manager.get_slice_views():
+            view.schedule_render()
 
     def _link_views(self) -> None:
         """Linked views: a change of layers or opacity in one view reaches the other two (Slicer's link)."""
@@ -246,7 +257,6 @@ class WebPanel:
         )
         s.warnings = "\n".join(request.warnings)
         s.running, s.progress, s.stage, s.status = True, 0, "starting", ""
-        s.downloads, s.legend, s.segments = [], None, []
         asyncio.ensure_future(self._watch())
 
     def cancel(self) -> None:
@@ -281,7 +291,7 @@ class WebPanel:
         for node in outputs.values():  # the segmentation's outline and fill show in every view
             node.CreateDefaultDisplayNodes()
         self.app.display_manager.reset_views()
-        self.session.logic.setOverlayOpacity(float(s.opacity))
+        self._set_opacity(float(s.opacity))
         seconds = next(iter(outputs.values())).GetAttribute("JointSRSeg.runTimeSeconds") if outputs else "?"
         s.progress, s.stage = 100, "done"
         s.status = f"Done in {seconds} s: {', '.join(n.GetName() for n in outputs.values())}"
@@ -334,7 +344,7 @@ class WebPanel:
                                "if (f.size > max_upload_bytes) { trigger('client_error', [f.name + ': is '"
                                " + Math.round(f.size / 1048576) + ' MB; uploads are limited to '"
                                " + Math.round(max_upload_bytes / 1048576) + ' MB (--max-upload-mb)']); }"
-                               "else { trigger('upload', [$event.target.files]); }"
+                               "else { trigger('upload', [f]); }"
                                "$event.target.value = '';"
                            ))
             with html.Div(v_if="data_files.length", classes="d-flex align-center ga-2 mb-1"):
@@ -387,7 +397,8 @@ class WebPanel:
                 html.Div("Downloads", classes="text-subtitle-2")
                 self._select("Format", "out_format", "format_items")
                 with html.Div(v_for="d in downloads", key="d.key"):
-                    html.A("{{ d.file }}", href="#", classes="download text-blue-lighten-2", id=("'download-' + d.key",),
+                    v.VBtn("{{ d.file }}", classes="download text-none", variant="text", size="small",
+                           color="blue-lighten-2", id=("'download-' + d.key",),
                            click=("utils.download(d.file, trigger('download', [d.key, out_format]),"
                                   " 'application/octet-stream')"))
         html.Style(".jss-select { background: #333; color: #eee; padding: 2px 4px; border-radius: 3px; }")
