@@ -163,9 +163,9 @@ def test_shipped_package_paints_overlay_and_segments(page):
     wait_for(lambda: sum(chromatic_fraction(p) for p in view_images(driver)) < 0.85 * coloured, 20,
              "the overlay to fade at opacity 0")
     assert all(chromatic_fraction(p) > 0.01 for p in view_images(driver))  # the segments stay
-    links = [e.text for e in driver.find_elements("css selector", "a.download")]
-    assert links == [f"T2_crop_{k}.nii.gz" for k in ("sr", "seg", "uncertainty_sr", "uncertainty_seg")] + [
-        "T2_crop_report.json"], links
+    links = [e.text for e in driver.find_elements("css selector", ".download")]
+    assert sorted(links[:-1]) == [f"T2_crop_{k}.nii.gz" for k in ("seg", "sr", "uncertainty_seg", "uncertainty_sr")]
+    assert links[-1] == "T2_crop_report.json"
 
 
 def test_cancel_stops_the_run_and_changes_nothing(page):
@@ -181,4 +181,4 @@ def test_cancel_stops_the_run_and_changes_nothing(page):
     assert text(driver, "error") == ""
     assert driver.find_element("id", "run").is_enabled()
     # the previous run's outputs are still those offered (the cancelled run imported nothing)
-    assert [e.text for e in driver.find_elements("css selector", "a.download")][0] == "T2_crop_sr.nii.gz"
+    assert "T2_crop_sr.nii.gz" in [e.text for e in driver.find_elements("css selector", ".download")]
