@@ -104,7 +104,7 @@ def test_bad_upload_is_one_line_on_the_page(page):
     driver.find_element("id", "upload").send_keys(str(bad))
     message = wait_for(lambda: text(driver, "error"), 20, "the upload error")
     assert message.startswith("notes.nii.gz: "), message
-    assert "\n" not in message and "Traceback" not in message and str(folder) not in message
+    assert "\n" not in message and "Traceback" not in message and "/tmp" not in message
     big = folder / "big.nii.gz"
     big.write_bytes(b"\0" * (6 * 1024 * 1024))  # the server was started with --max-upload-mb 5
     driver.find_element("id", "upload").send_keys(str(big))

@@ -144,7 +144,8 @@ class WebSession:
             try:
                 return self._load(path, strip_volume_suffix(shown))
             except InputError as error:  # name the file as the user knows it, not the private copy
-                raise InputError(shown, error.problem) from None
+                problem = error.problem.replace(str(path), shown).replace(str(folder), ".")
+                raise InputError(shown, problem) from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
