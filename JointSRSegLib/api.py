@@ -96,6 +96,9 @@ def predict(
     (``"auto"``: the largest spacing).  Outputs lie exactly on the protocol grids: ``sr`` on
     ``subdivide_grid``, ``interp`` on ``insert_grid``.
 
+    ``model="auto"`` runs what :func:`JointSRSegLib.defaults.choose_for_input` picks for the request -- the
+    path the real-scan report measured best (e.g. SR x4: ``adapt``; SR + segmentation x4: ``adapt`` SR
+    segmented by Atropos) -- and the report's ``model_choice`` says what and why.
     ``seg_model="atropos"`` segments the SR/interp output of ``model`` with ANTs Atropos
     (:mod:`JointSRSegLib.atropos`); ``model="atropos"`` is ``model="bspline", seg_model="atropos"``.
     ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
@@ -110,6 +113,13 @@ def predict(
     token = cancel or CancelToken()
     seg_model = options.pop("seg_model", None)
     model_name = str(model)
+    choice = None
+    if model_name == AUTO:  # the path the real-scan report measured best for this request (defaults.py)
+        from .defaults import choose_for_input
+
+        choice = choose_for_input(tasks, scale, channels=_channel_count(inputs), seg_model=seg_model)
+        model = model_name = str(choice.model)
+        seg_model = seg_model or choice.seg_model
     if model_name in SEGMENTATION_BASELINES:
         model_name, seg_model = DEFAULT_BASELINE, model_name
     if seg_model is not None:
@@ -125,6 +135,9 @@ def predict(
         label_input = is_label_map(volume)
         if not label_input:
             check_image_content(volume)
+        elif choice is not None and model_name not in BASELINE_NAMES:  # auto on a label map: label upsampling
+            model = model_name = DEFAULT_BASELINE
+            seg_model = None
         elif seg_model is not None:
             raise InputError(volume.source, f"{seg_model} segments images; the input is a label map")
         through_axis = None if own_grid else through_plane_axis(volume, axis)
@@ -149,12 +162,21 @@ def predict(
         "scale": factor,
         "through_plane_axis": through_axis,
         "model": model_report,
+        **({"model_choice": {"requested": AUTO, "model": model_name, "seg_model": seg_model,
+                             "reason": choice.reason}} if choice is not None else {}),
         "outputs": {name: describe_grid(vol.grid) for name, vol in outputs.items()},
         "timings_s": {**timer.seconds, "total": round(time.perf_counter() - started, 4)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "versions": package_versions(),
     }
     return Prediction(outputs=outputs, report=report)
+
+
+def _channel_count(inputs) -> int:
+    """Channels the inputs will have (a Volume's, or one per file), known before reading them."""
+    if isinstance(inputs, Volume):
+        return int(inputs.array.shape[0])
+    return 1 if isinstance(inputs, str | Path) else len(inputs)
 
 
 def _check_uncertainty_method(model: str, method: str) -> None:

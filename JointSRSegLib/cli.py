@@ -16,7 +16,6 @@ from .errors import CancelledError, InputError
 from .vocabulary import (
     ADAPTATION,
     AUTO,
-    DEFAULT_BASELINE,
     DEVICES,
     IMAGE_BASELINES,
     LABEL_BASELINES,
@@ -100,8 +99,10 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axis", default=AUTO, help="through-plane voxel axis 0, 1, 2 or auto (largest spacing)")
     p.add_argument(
         "--model",
-        default=DEFAULT_BASELINE,
-        help=f"model id, package path, {SELF_SUPERVISED} (trained on the scan itself), {ADAPTATION} (the shipped "
+        default=AUTO,
+        help=f"{AUTO} (default): the method the real-scan report measured best for the request (report.json "
+        "'model_choice' says which and why; e.g. SR x4: adapt, SR+seg x4: adapt + atropos); or a model id, "
+        f"package path, {SELF_SUPERVISED} (trained on the scan itself), {ADAPTATION} (the shipped "
         f"prior fine-tuned on the scan) or baseline: {', '.join(IMAGE_BASELINES)} (images), "
         f"{', '.join(LABEL_BASELINES)} (label maps), {', '.join(SEGMENTATION_BASELINES)} "
         "(B-spline + ANTs Atropos GM/WM); see 'jointsrseg models'",

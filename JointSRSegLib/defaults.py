@@ -11,8 +11,9 @@ the largest mean Dice; a package without such a record ranks after those with on
 ``adapt`` (the shipped self-SR prior fine-tuned on the scan, :mod:`JointSRSegLib.selfsr_prior`) competes
 as one more candidate for image-only requests of its protocol and factor, ranked by the real-scan record
 in its ``prior.json``.  When nothing fits, the caller's fallback is used: ``bspline`` in the Slicer module;
-the demo asks for
-a *positive* recorded gain for SR and otherwise uses the self-supervised mode (``self``).
+``model="auto"`` (the command line's default, :func:`choose_for_input`) falls back to ``bspline``, or
+``atropos`` when segmentation is asked; the demo asks for a *positive* recorded gain for SR and otherwise uses the
+self-supervised mode (``self``).
 A request for image output only (no ``seg``) never gets a package whose card records a *loss* against
 B-spline: it would make the image worse than the classical default.
 
@@ -39,8 +40,11 @@ from .vocabulary import (
     ADAPTATION,
     DEFAULT_BASELINE,
     IMAGE_TASKS,
+    INPUT_GRID_FACTOR,
     PROTOCOL_TEXT,
+    SCALE_FACTORS,
     SEGMENTATION_BASELINES,
+    SELF_SUPERVISED,
     TASK_TEXT,
     check_protocol,
     parse_tasks,
@@ -292,7 +296,8 @@ def choose_default(
     request = describe_request(wanted, proto, factor)
     if not ranked and "seg" in wanted and proto != "inplane":
         why = f" ({'; '.join(vetoed)})" if vetoed else ""
-        image_tasks = tuple(t for t in wanted if t in IMAGE_TASKS)
+        # seg alone: Atropos still reads an image on the protocol's grid, so the best SR for it helps too
+        image_tasks = tuple(t for t in wanted if t in IMAGE_TASKS) or ((proto,) if proto in IMAGE_TASKS else ())
         chained = None
         if image_tasks and chain_segmentation:
             chained = _best_sr_for_atropos(candidates, image_tasks, proto, factor)
@@ -356,6 +361,30 @@ def _best_sr_for_atropos(
     return None if best is None else best[1]
 
 
+def choose_for_input(
+    tasks: str | Sequence[str], factor: float, *, channels: int = 1, seg_model: str | None = None
+) -> DefaultChoice:
+    """What ``model="auto"`` (the CLI's default ``--model``) runs: :func:`choose_default` for the request,
+    with the protocol the tasks imply and the classical fallback (``bspline``; ``atropos`` when ``seg`` is
+    asked), so the command line gets the path the real-scan report measured best, as the Slicer panel does.
+    With a caller's own ``seg_model`` the model is the best method for the image it segments.  The
+    self-trained modes take one-channel images only: a multi-channel request falls back to the classical
+    method."""
+    wanted = parse_tasks(tasks)
+    classical = SEGMENTATION_PEER if "seg" in wanted and seg_model is None else DEFAULT_BASELINE
+    if "seg" in wanted and factor == INPUT_GRID_FACTOR:  # segment an HR input on its own grid: only Atropos
+        return DefaultChoice(classical, f"segmentation on the input grid: {classical}")
+    if not float(factor).is_integer() or int(factor) not in SCALE_FACTORS:
+        return DefaultChoice(classical, "no default for this factor")  # predict refuses it in one line
+    if seg_model is not None:  # the caller's segmenter reads this model's image: the best image method
+        wanted = tuple(t for t in wanted if t in IMAGE_TASKS) or IMAGE_TASKS[:1]
+    choice = choose_default(wanted, None, int(factor), fallback=classical, chain_segmentation=seg_model is None)
+    if channels > 1 and choice.model in (ADAPTATION, SELF_SUPERVISED):
+        return DefaultChoice(classical, f"{choice.model} takes one-channel images and the input has {channels} "
+                             f"channels; using {classical}")  # fmt: skip
+    return choice
+
+
 def default_model(
     tasks: str | Sequence[str], protocol: str | None = None, factor: int = 4, fallback: str = DEFAULT_FALLBACK
 ) -> str:
@@ -368,6 +397,7 @@ __all__ = [
     "SEGMENTATION_PEER",
     "DefaultChoice",
     "choose_default",
+    "choose_for_input",
     "default_model",
     "describe_request",
     "fits",

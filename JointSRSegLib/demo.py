@@ -46,15 +46,16 @@ def demo_plan(factor: int = DEMO_FACTOR) -> DemoPlan:
     :func:`JointSRSegLib.defaults.choose_default`, the rule the Slicer module uses."""
     sr = choose_default(("sr",), "sr", factor, require_gain=True, fallback="self")
     seg = choose_default(("seg",), "sr", factor, fallback=None)
+    seg_model = seg.seg_model or seg.model  # chained (a method's SR segmented by Atropos): Atropos on the demo's SR
     if sr.model != "self" and sr.gain_db is not None:
         candidates = {p.id: p for p in [*shipped_packages(), *shipped_priors()]}  # adapt's record is in prior.json
         real = realistic_record(candidates[sr.model].metadata, "sr", factor) if sr.model in candidates else None
         self_gain = (real or {}).get("self_gain_over_bspline_db")
         if isinstance(self_gain, (int, float)) and self_gain > sr.gain_db:
-            return DemoPlan("self", seg.model, f"self gains {self_gain:+.2f} dB over B-spline on the real-scan "
+            return DemoPlan("self", seg_model, f"self gains {self_gain:+.2f} dB over B-spline on the real-scan "
                             f"report, more than {sr.model} ({sr.gain_db:+.2f} dB), at x{factor}")  # fmt: skip
-        return DemoPlan(sr.model, seg.model, f"{sr.model} recorded +{sr.gain_db:.2f} dB over B-spline at x{factor}")
-    return DemoPlan("self", seg.model, f"no built-in SR package recorded a gain over B-spline at x{factor}")
+        return DemoPlan(sr.model, seg_model, f"{sr.model} recorded +{sr.gain_db:.2f} dB over B-spline at x{factor}")
+    return DemoPlan("self", seg_model, f"no built-in SR package recorded a gain over B-spline at x{factor}")
 
 
 def run_demo(

@@ -143,8 +143,9 @@ def expected_default(tasks, protocol: str, factor: int) -> str:
 def chained_sr(tasks, protocol: str, factor: int) -> str | None:
     """For a request with segmentation that no package wins: the SR method for its image task whose
     real-scan record shows Atropos on its output beating Atropos on B-spline (largest Dice gain), with an
-    image gain and SSIM not below B-spline's; None when there is none."""
-    image_tasks = [t for t in tasks if t in ("sr", "interp")]
+    image gain and SSIM not below B-spline's; None when there is none.  Segmentation alone: Atropos
+    still reads an image on the protocol's grid, so the SR method for the protocol's own task."""
+    image_tasks = [t for t in tasks if t in ("sr", "interp")] or ([protocol] if protocol in ("sr", "interp") else [])
     best = None
     for order, model_id in enumerate(candidates(image_tasks, protocol, factor) if image_tasks else []):
         real = real_record(model_id, protocol, factor) or {}

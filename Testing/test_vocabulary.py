@@ -290,11 +290,13 @@ def exit_code(argv: list[str]) -> int:
 def test_cli_accepts_every_format_device_and_method(nifti, tmp_path, capsys):
     for fmt in v.OUTPUT_FORMATS:
         out = tmp_path / fmt
-        assert main(["run", "--input", str(nifti), "--scale", "2", "--out-dir", str(out), "--format", fmt]) == 0
+        assert main(["run", "--input", str(nifti), "--scale", "2", "--model", "bspline", "--out-dir", str(out),
+                     "--format", fmt]) == 0
         assert (out / f"sr.{fmt}").is_file()
     for device in v.DEVICES:
         out = tmp_path / f"device-{device}"
-        assert main(["run", "--input", str(nifti), "--scale", "2", "--out-dir", str(out), "--device", device]) == 0
+        assert main(["run", "--input", str(nifti), "--scale", "2", "--model", "bspline", "--out-dir", str(out),
+                     "--device", device]) == 0
     out = tmp_path / "tta"
     argv = ["run", "--input", str(nifti), "--model", SHIPPED, "--tasks", "sr", "--scale", "4", "--device", "cpu",
             "--threads", "1", "--uncertainty", "--uncertainty-method", "tta", "--out-dir", str(out)]  # fmt: skip

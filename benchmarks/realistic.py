@@ -14,7 +14,8 @@ Methods (``--methods``; one row per case and method):
 
 * ``bspline``: the classical reference (always computed: every gain and the SR background error use it);
 * a package id: each shipped package that fits sr x4 (SR and / or segmentation from the LR input);
-* ``self``: self-supervised SR (``--self-budget`` seconds per scan, a ceiling: it stops when it converges);
+* ``self``: self-supervised SR (``--self-budget`` seconds per scan, default its own default budget, a ceiling:
+  it stops when it converges);
 * ``adapt``: the shipped self-SR prior fine-tuned on the scan (same budget rule; docs/selfsr.md);
 * ``atropos``: ``predict(lr, model="atropos", tasks=("sr", "seg"))`` (B-spline SR + ANTs Atropos);
 * ``self+atropos`` / ``adapt+atropos``: ``predict(lr, model="self" / "adapt", tasks=("sr", "seg"),
@@ -121,7 +122,7 @@ def _vote_to_hr(seg: Volume, hr: Volume, axis: int) -> np.ndarray:
     return np.moveaxis(votes.argmax(0), -1, axis).astype(np.uint8)
 
 
-def run_method(method: str, lr: Volume, hr: Volume, axis: int, threads: int, self_budget: float,
+def run_method(method: str, lr: Volume, hr: Volume, axis: int, threads: int, self_budget: float | None,
                package_tasks: dict[str, tuple]) -> tuple[dict, float]:
     """``(outputs, seconds)``; outputs ``sr`` (Volume) and / or ``seg`` (Volume, or an HR-grid array for hr:)."""
     started = time.perf_counter()
@@ -308,7 +309,7 @@ def case_info(case: dict) -> dict:
     return info
 
 
-def evaluate(cases, methods: list[str], threads: int, self_budget: float, log=print,
+def evaluate(cases, methods: list[str], threads: int, self_budget: float | None, log=print,
              after_case=None) -> tuple[list, list, list]:
     """Rows (case x method), orientation agreement entries and the per-case descriptions; ``after_case(rows,
     agreement, described)`` runs after every case (the CLI rewrites a complete partial report there)."""
@@ -725,7 +726,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=None,
                         help="default: bspline, every fitting package, self, atropos, self+atropos, hr:atropos, "
                              "hr:<segmenting package>")
-    parser.add_argument("--self-budget", type=float, default=None, help="seconds per self-SR run (60 quick, 300 full)")
+    parser.add_argument("--self-budget", type=float, default=None,
+                        help="seconds per self / adapt run (default: each method's own default budget, "
+                             "JointSRSegLib.selfsr.DEFAULT_TIME_BUDGET)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="keep cases whose name contains one of these")
     parser.add_argument("--doc-only", action="store_true", help="re-render the markdown section from --out")
@@ -747,10 +750,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
+    from JointSRSegLib.selfsr import DEFAULT_TIME_BUDGET
+
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     methods = args.methods or default_methods()
-    budget = args.self_budget if args.self_budget is not None else (60.0 if args.subset == "quick" else 300.0)
+    budget = args.self_budget  # None: self and adapt each at their default budget (what a user gets)
     cases = generate_cases(args.subset, args.crop, only=args.only)
     env = environment()
     env["cpu_model"] = _cpu_model()
@@ -771,7 +776,8 @@ def main(argv: list[str] | None = None) -> None:
             "crop": args.crop,
             "factor": FACTOR,
             "through_plane": "anterior-posterior (coronal slices)",
-            "self_budget_s": budget,
+            "self_budget_s": budget if budget is not None else {m: DEFAULT_TIME_BUDGET[s] for m, s in
+                                                                 (("self", "scratch"), ("adapt", "prior"))},
             "threads": args.threads,
             "methods": methods,
             "skipped": skipped,
