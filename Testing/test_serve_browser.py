@@ -173,6 +173,9 @@ def test_cancel_stops_the_run_and_changes_nothing(page):
     choose(driver, "model", "self")  # trains on the scan for up to minutes: something to cancel
     driver.find_element("id", "run").click()
     wait_for(lambda: driver.find_element("id", "cancel").is_enabled(), 20, "the run to start")
+    bar = driver.find_element("id", "progress")
+    wait_for(lambda: bar.is_displayed() and "%" in bar.text, 20, "the progress bar")
+    assert not driver.find_element("id", "run").is_enabled()  # one run at a time
     time.sleep(1.0)
     started = time.monotonic()
     driver.find_element("id", "cancel").click()

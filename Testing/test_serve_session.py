@@ -90,8 +90,11 @@ def test_upload_reads_with_the_library_reader_and_keeps_geometry(session, tmp_pa
 
 def test_one_run_at_a_time_and_downloads_on_the_exact_grid(session):
     session.load_data_file("a.nii.gz")
+    empty = WebSession(slicer.vtkMRMLScene())
     with pytest.raises(InputError, match="load a volume first"):
-        WebSession(slicer.vtkMRMLScene()).start("bspline", ("sr",), 4, "through-plane")
+        empty.start("bspline", ("sr",), 4, "through-plane")
+    empty.close()
+    assert not empty._work.exists()
     session.start("nearest", ("sr",), 4, "through-plane")
     with pytest.raises(InputError, match="a run is in progress"):
         session.start("nearest", ("sr",), 4, "through-plane")
