@@ -353,55 +353,63 @@ class WebPanel:
                 v.VBtn("Open", id="open-data-file", size="small", disabled=("!data_file || running",),
                        click="trigger('load_data_file', [data_file])")
             html.Div("{{ input_text }}", id="input-text", classes="text-caption mb-2")
-            html.Div("Tasks", classes="text-subtitle-2")
-            with html.Div(classes="d-flex ga-3"):
-                for task in TASKS:
-                    with html.Label():
-                        html.Input(type="checkbox", id=f"task-{task}", v_model=(f"task_{task}",))
-                        html.Span(f" {TASK_TEXT[task]}")
-            self._select("Factor", "scale", "scale_items", number=True)
-            self._select("SR direction", "sr_direction", "direction_items")
-            self._select("Axis", "axis", "axis_items")
-            with html.Div(classes="my-1"):
-                html.Div("Model", classes="text-subtitle-2")
-                with html.Select(id="model", v_model=("model_id",), classes="jss-select", style="width: 100%;"):
-                    html.Option("{{ m.title }}", v_for="m in model_items", key="m.value", value=("m.value",))
-                html.Pre("{{ model_card }}", id="model-card", classes="text-caption",
-                         style="white-space: pre-wrap; max-height: 150px; overflow-y: auto; opacity: 0.8;")
-            self._select("Segment SR output with", "seg_model", "seg_items")
-            self._select("Device", "device", "device_items")
-            html.Div("{{ device_text }}", id="device-text", classes="text-caption")
-            with html.Div(classes="my-1"):
-                with html.Label(style=("uncertainty_possible ? '' : 'opacity: 0.5'",)):
-                    html.Input(type="checkbox", id="uncertainty", v_model=("uncertainty",),
-                               disabled=("!uncertainty_possible",))
-                    html.Span(" Uncertainty map, method ")
-                with html.Select(id="uncertainty-method", v_model=("uncertainty_method",), classes="jss-select",
-                                 disabled=("!uncertainty",)):
-                    html.Option("{{ m.value }}", v_for="m in method_items", key="m.value", value=("m.value",),
-                                title=("m.title",))
-            with html.Div(classes="d-flex align-center ga-2 my-2"):
-                v.VBtn("Run", id="run", color="primary", click=self.ctrl.trigger_fn("run"),
-                       disabled=("running || !input_text",))
-                v.VBtn("Cancel", id="cancel", click=self.ctrl.trigger_fn("cancel"), disabled=("!running",))
-            v.VProgressLinear(id="progress", model_value=("progress",), v_show="running", height=14, color="primary",
-                              children=["{{ progress }} % {{ stage }}"])
-            html.Div("{{ status }}", id="status", classes="text-caption my-1")
-            html.Pre("{{ warnings }}", v_show="warnings", classes="text-caption text-amber",
-                     style="white-space: pre-wrap;")
-            with html.Div(classes="d-flex align-center ga-2 my-1"):
-                html.Span("Overlay opacity")
-                html.Input(id="opacity", type="range", min=0, max=1, step=0.05, v_model_number=("opacity",))
-                html.Span("{{ opacity.toFixed(2) }}")
-            with html.Div(v_if="downloads.length", classes="my-2"):
-                html.Div("Downloads", classes="text-subtitle-2")
-                self._select("Format", "out_format", "format_items")
-                with html.Div(v_for="d in downloads", key="d.key"):
-                    v.VBtn("{{ d.file }}", classes="download text-none", variant="text", size="small",
-                           color="blue-lighten-2", id=("'download-' + d.key",),
-                           click=("utils.download(d.file, trigger('download', [d.key, out_format]),"
-                                  " 'application/octet-stream')"))
+            self._request_controls()
+            self._run_controls()
         html.Style(".jss-select { background: #333; color: #eee; padding: 2px 4px; border-radius: 3px; }")
+
+    def _request_controls(self) -> None:
+        """The Slicer panel's choices: tasks, factor, direction, axis, model and card, segment-with, device."""
+        html.Div("Tasks", classes="text-subtitle-2")
+        with html.Div(classes="d-flex ga-3"):
+            for task in TASKS:
+                with html.Label():
+                    html.Input(type="checkbox", id=f"task-{task}", v_model=(f"task_{task}",))
+                    html.Span(f" {TASK_TEXT[task]}")
+        self._select("Factor", "scale", "scale_items", number=True)
+        self._select("SR direction", "sr_direction", "direction_items")
+        self._select("Axis", "axis", "axis_items")
+        with html.Div(classes="my-1"):
+            html.Div("Model", classes="text-subtitle-2")
+            with html.Select(id="model", v_model=("model_id",), classes="jss-select", style="width: 100%;"):
+                html.Option("{{ m.title }}", v_for="m in model_items", key="m.value", value=("m.value",))
+            html.Pre("{{ model_card }}", id="model-card", classes="text-caption",
+                     style="white-space: pre-wrap; max-height: 150px; overflow-y: auto; opacity: 0.8;")
+        self._select("Segment SR output with", "seg_model", "seg_items")
+        self._select("Device", "device", "device_items")
+        html.Div("{{ device_text }}", id="device-text", classes="text-caption")
+        with html.Div(classes="my-1"):
+            with html.Label(style=("uncertainty_possible ? '' : 'opacity: 0.5'",)):
+                html.Input(type="checkbox", id="uncertainty", v_model=("uncertainty",),
+                           disabled=("!uncertainty_possible",))
+                html.Span(" Uncertainty map, method ")
+            with html.Select(id="uncertainty-method", v_model=("uncertainty_method",), classes="jss-select",
+                             disabled=("!uncertainty",)):
+                html.Option("{{ m.value }}", v_for="m in method_items", key="m.value", value=("m.value",),
+                            title=("m.title",))
+
+    def _run_controls(self) -> None:
+        """Run / Cancel, progress, status, warnings, opacity and the downloads."""
+        with html.Div(classes="d-flex align-center ga-2 my-2"):
+            v.VBtn("Run", id="run", color="primary", click=self.ctrl.trigger_fn("run"),
+                   disabled=("running || !input_text",))
+            v.VBtn("Cancel", id="cancel", click=self.ctrl.trigger_fn("cancel"), disabled=("!running",))
+        v.VProgressLinear(id="progress", model_value=("progress",), v_show="running", height=14, color="primary",
+                          children=["{{ progress }} % {{ stage }}"])
+        html.Div("{{ status }}", id="status", classes="text-caption my-1")
+        html.Pre("{{ warnings }}", v_show="warnings", classes="text-caption text-amber",
+                 style="white-space: pre-wrap;")
+        with html.Div(classes="d-flex align-center ga-2 my-1"):
+            html.Span("Overlay opacity")
+            html.Input(id="opacity", type="range", min=0, max=1, step=0.05, v_model_number=("opacity",))
+            html.Span("{{ opacity.toFixed(2) }}")
+        with html.Div(v_if="downloads.length", classes="my-2"):
+            html.Div("Downloads", classes="text-subtitle-2")
+            self._select("Format", "out_format", "format_items")
+            with html.Div(v_for="d in downloads", key="d.key"):
+                v.VBtn("{{ d.file }}", classes="download text-none", variant="text", size="small",
+                       color="blue-lighten-2", id=("'download-' + d.key",),
+                       click=("utils.download(d.file, trigger('download', [d.key, out_format]),"
+                              " 'application/octet-stream')"))
 
     def _select(self, label: str, name: str, items: str, number: bool = False) -> None:
         with html.Div(classes="d-flex align-center ga-2 my-1"):
