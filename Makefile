@@ -24,6 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	@# Offscreen slice-view rendering for the Slicer tests (skipped with a printed reason if this cannot install).
 	-command -v apt-get >/dev/null && (dpkg -s libosmesa6 >/dev/null 2>&1 || apt-get install -y -q libosmesa6 >/dev/null) || true
+	@# Headless browser for the web panel's tests (skipped with a printed reason if this cannot install).
+	-command -v apt-get >/dev/null && (dpkg -s chromium chromium-driver >/dev/null 2>&1 || apt-get install -y -q chromium chromium-driver >/dev/null) || true
 	PYTHONUTF8=1 OMP_NUM_THREADS=$(THREADS) $(PY) -m pytest Testing -q
 
 lint: $(STAMP)

@@ -1,4 +1,4 @@
-"""``jointsrseg`` command line: info, models, run, eval, demo (and, with packages, import-model).
+"""``jointsrseg`` command line: info, models, run, eval, demo, serve (and, with packages, import-model).
 
 Every user-fixable problem ends as one line ``jointsrseg: error: <file>: <problem>`` on stderr
 with exit code 2 -- never a traceback, never a partial output.
@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--time-budget", type=float, default=60.0, help="seconds of self-supervised training when it is the SR method"
     )
+    serve = sub.add_parser("serve", help="the Slicer module's panel in a web browser (trame-slicer, extra 'slicer')")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data-dir", type=Path, default=None, help="folder whose volumes the page may open")
+    serve.add_argument("--max-upload-mb", type=float, default=None, help="largest upload accepted (default 512 MB)")
     return parser
 
 
@@ -244,6 +249,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .batch import run_batch
 
         return run_batch(args)
+    if args.command == "serve":
+        return _cmd_serve(args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -314,6 +321,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """The web panel lives beside the Slicer module logic (it imports slicer): loaded only here."""
+    import importlib.util
+
+    missing = [name for name in ("trame", "trame_slicer", "slicer") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError("serve", f"needs {', '.join(missing)}: pip install 'jointsrseg[slicer]'")
+    module_dir = Path(__file__).resolve().parents[1] / "JointSRSeg"
+    if not (module_dir / "JointSRSegModule" / "serve.py").is_file():
+        raise InputError(module_dir, "the Slicer module folder is missing; run serve from the source tree")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise InputError(args.data_dir, "is not a folder (--data-dir)")
+    if not 0 <= args.port <= 65535:
+        raise InputError("--port", f"{args.port} is not a TCP port (0-65535)")
+    if args.max_upload_mb is not None and not args.max_upload_mb > 0:
+        raise InputError("--max-upload-mb", f"{args.max_upload_mb:g} must be positive")
+    sys.path.insert(0, str(module_dir))
+    try:
+        from JointSRSegModule.serve import serve
+    except ImportError as error:
+        raise InputError("serve", f"cannot load the web panel ({error}); pip install 'jointsrseg[slicer]'") from None
+    options = {} if args.max_upload_mb is None else {"max_upload_mb": args.max_upload_mb}
+    return serve(args.host, args.port, args.data_dir, **options)
 
 
 def _cmd_eval(pred_path: Path, reference_path: Path, labels: bool) -> int:

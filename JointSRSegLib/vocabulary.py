@@ -84,6 +84,22 @@ UNCERTAINTY_KINDS: Mapping[str, tuple[str, ...]] = {
     task: tuple(dict.fromkeys(kind for method in UNCERTAINTY_METHODS for kind in KINDS_OF_METHOD[method][task]))
     for task in TASKS
 }
+# What one unit of each map means (the web panel's colour legend): every map is unitless in [0, 1]
+# (JointSRSegLib.uncertainty), 0 = certain; "posterior" is ANTs Atropos' 1 - max posterior.
+UNCERTAINTY_KIND_TEXT: Mapping[str, str] = {
+    "aleatoric": "σ/(σ+c), σ the predicted SD, c = 5 % of the robust intensity range",
+    "sample_variance": "σ/(σ+c), σ the SD over the samples, c = 5 % of the robust intensity range",
+    "entropy": "softmax entropy / log K (K classes)",
+    "mutual_information": "mutual information over the samples / log K (K classes)",
+    "uasr": "REHRSeg's UASR map (sigmoid of the SR teacher's error)",
+    "posterior": "1 − max class posterior (Atropos)",
+}
+
+
+def uncertainty_unit_text(kind: str | None) -> str:
+    """The legend's unit line for a map of ``kind`` (the run report's ``model.uncertainty_kinds``)."""
+    meaning = UNCERTAINTY_KIND_TEXT.get(kind or "")
+    return "unitless, 0 = certain … 1 = uncertain" + (f"; {meaning}" if meaning else "")
 
 
 # --------------------------------------------------------------------------- validation
@@ -254,6 +270,7 @@ __all__ = [
     "THROUGH_PLANE_PROTOCOLS",
     "TRAINING_DEVICES",
     "UNCERTAINTY_KINDS",
+    "UNCERTAINTY_KIND_TEXT",
     "UNCERTAINTY_METHODS",
     "UNCERTAINTY_METHOD_TEXT",
     "check_axis",
@@ -273,4 +290,5 @@ __all__ = [
     "is_integer",
     "parse_axis",
     "parse_tasks",
+    "uncertainty_unit_text",
 ]
