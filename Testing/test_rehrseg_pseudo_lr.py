@@ -140,3 +140,25 @@ def test_segmenter_reads_real_and_pseudo_lr_with_aligned_targets(tmp_path):
             break
     off = adapter(tmp_path)
     assert {off.segmenter_variant(step) for step in range(20)} == {-1}
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_self_sr_pairs_come_from_the_isotropic_patch(tmp_path, isotropic):
+    """``loss.isotropic``: the self-SR target is the LR patch interpolated x R along the slice axis (nearest labels
+    repeat every R slices); without it the target keeps the LR slices."""
+    from monai.transforms import Compose
+
+    task = adapter(tmp_path, f"loss.isotropic={str(isotropic).lower()}", "augment.enabled=false")
+    task.start_stage("self_sr", {"steps": 4, "loss": {"objective": "self_sr"}})
+    rng = np.random.default_rng(1)
+    case = {"id": "c", "spacing": np.ones(3), "image": torch.from_numpy(rng.random((1, 32, 32, 32), np.float32)),
+            "label": torch.from_numpy(rng.integers(0, 3, (1, 32, 32, 32)))}
+    out = Compose(task.train_transforms("self_sr"))(case)
+    z = 32 if isotropic else 8  # the slice axis (tensor dim 2 once the degraded axis is last)
+    assert out["target_image"].shape == (1, 32, z, 32) and out["lr_image"].shape == (1, 32, z, 8)
+    label = out["target_label"].numpy()
+    lr_label = out["lr_label"].numpy()
+    if isotropic:
+        blocks = label.reshape(1, 32, 8, R, 32)
+        assert (blocks == blocks[:, :, :, :1]).all()  # nearest-neighbour labels: R equal slices per LR slice
+    assert lr_label.shape == (1, 32, z, 8)
