@@ -4,10 +4,16 @@ Stage ``self_sr`` -- the SR network learns from the LR scan alone: an in-plane a
 (annotated) LR patch is degraded by the protocol (``SelfSupervisedPaird``) and moved last, the
 network restores it; ``REHRSegSRLoss`` switches the uncertainty-aware L1 (Eq. 6) on for the final
 ``loss.uncertainty_steps`` of the stage (paper: 20k of 150k).
+``loss.isotropic: true`` (paper recipe) first interpolates the LR patch and its labels to
+isotropic spacing along the slice axis (Sec. 3.2, B-spline / nearest), then degrades the in-plane axis.
 Stage ``segmentation`` -- the frozen SR network super-resolves the LR patch with its labels; its
 HR annotation is the pseudo HR label, its uncertainty (decimated to the LR grid) weights the LR
-cross-entropy (Eq. 7) and its features are distilled into the segmenter (Eqs. 8-10).  The
-segmenter reads the real LR patch (the inference input) rather than re-decimated pseudo images.
+cross-entropy (Eq. 7) and its features are distilled into the segmenter (Eqs. 8-10).  With
+``loss.pseudo_lr: true`` (paper recipe, Sec. 3.3 / Eq. 1) each step's segmenter input is one of
+``R + 1`` variants drawn uniformly (seeded by run seed and step, so resumes and ranks agree): the
+real LR patch with its LR labels, or pseudo LR scan ``k = 0 .. R-1`` re-degraded from the teacher's
+SR image with the LR labels of the pseudo HR labels (``training/data/pseudo_lr.py``); U and the
+teacher features follow the chosen grid.  Without it the segmenter reads only the real LR patch.
 In sample mode the "LR scans" are thick-slice versions of the HR patches; HR images never
 enter the losses.  The exported package holds the segmenter *and* the self-SR teacher
 (``rehrseg_seg_uasr``), so inference gives the HR segmentation and the UASR uncertainty map
@@ -23,13 +29,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import Transform
 
 from JointSRSegLib.inference.sliding import sliding_window_predict
-from JointSRSegLib.losses.rehrseg import REHRSegSegmentationLoss, REHRSegSRLoss, decimate_slices
+from JointSRSegLib.losses.rehrseg import REHRSegSegmentationLoss, REHRSegSRLoss
 from JointSRSegLib.models import build
 from training.data import SelfSupervisedPaird
+from training.data.pseudo_lr import IsotropicInterpolated, pseudo_lr_batch, pseudo_lr_uncertainty, shift_lr_grid
 from training.tasks.base import SelectedOutputs, TaskAdapter, as_parts, labels_from_logits
 from training.tasks.joint3d import lr_patch_size
 from training.tasks.transforms import SelectKeysd
@@ -86,6 +94,9 @@ class REHRSegAdapter(TaskAdapter):
         self.sr_criterion = REHRSegSRLoss()
         self.sr_outputs = SelectedOutputs(self.modules["sr"], SR_KEYS + ("sr_uncertainty",))
         self.objective = "self_sr"
+        self.pseudo_lr = bool(self.loss_options.get("pseudo_lr", False))
+        self.isotropic = bool(self.loss_options.get("isotropic", False))
+        self.seed = int(self.cfg["run"]["seed"])
         self.export = str(self.loss_options.get("export", "with_uasr"))
         if self.export not in EXPORTS:
             raise ValueError(f"loss.export must be one of {', '.join(EXPORTS)}, not {self.export!r}")
@@ -119,8 +130,28 @@ class REHRSegAdapter(TaskAdapter):
         base = self.patch_transforms(self.cfg["data"]["patch_size"])
         if self.objective == "segmentation":
             return [*base, SelectKeysd(["lr_image", "lr_label"])]
-        return [*base, LRScanAsImaged(), SelfSupervisedPaird("sr", self.factor, slice_axis=2), DegradedAxisLastd(),
-                SelectKeysd(["lr_image", "target_image", "target_label", "lr_label"])]
+        isotropic = [IsotropicInterpolated(self.factor, slice_axis=2)] if self.isotropic else []
+        return [*base, LRScanAsImaged(), *isotropic, SelfSupervisedPaird("sr", self.factor, slice_axis=2),
+                DegradedAxisLastd(), SelectKeysd(["lr_image", "target_image", "target_label", "lr_label"])]
+
+    def segmenter_variant(self, step: int) -> int:
+        """``-1``: the real LR patch; ``k = 0 .. R-1``: pseudo LR scan ``k`` (Eq. 1), uniform over the ``R + 1``."""
+        if not self.pseudo_lr:
+            return -1
+        return int(np.random.default_rng([self.seed, int(step)]).integers(-1, self.factor))
+
+    def segmenter_batch(self, batch: dict, teacher: dict, step: int) -> dict:
+        """The segmenter's input and targets for this step: real or pseudo LR (Sec. 3.3), U and F^sr on its grid."""
+        pseudo_hr = teacher["seg"].argmax(1, keepdim=True)
+        k = self.segmenter_variant(step)
+        if k < 0:
+            # The SR grid's HR slice iR + floor(R/2) is the one nearest LR slice i's centre.
+            return {"lr_image": batch["lr_image"], "lr_label": batch["lr_label"], "hr_label": pseudo_hr,
+                    "uncertainty": pseudo_lr_uncertainty(teacher["sr_uncertainty"], self.factor, 2, 0),
+                    "features": teacher["features"], "variant": k}
+        pseudo = pseudo_lr_batch((teacher["sr"] + 1.0) / 2.0, pseudo_hr, self.factor, 2, k)
+        return {**pseudo, "uncertainty": pseudo_lr_uncertainty(teacher["sr_uncertainty"], self.factor, 2, k),
+                "features": shift_lr_grid(teacher["features"], self.factor, 2, k), "variant": k}
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self.objective == "self_sr":
@@ -131,13 +162,11 @@ class REHRSegAdapter(TaskAdapter):
             return parts["loss"], {**as_parts(parts), "uncertainty_on": float(enabled)}
         with torch.no_grad():
             teacher = self.modules["sr"].eval()(to_signed(batch["lr_image"]), batch["lr_label"])
-        pseudo_hr = teacher["seg"].argmax(1, keepdim=True)
-        # The SR grid's HR slice iR + floor(R/2) is the one nearest LR slice i's centre.
-        uncertainty = decimate_slices(teacher["sr_uncertainty"], self.factor, 2, self.factor // 2)
-        outputs = self.forward_module("seg")(batch["lr_image"])
-        parts = self.forward_module("seg_criterion")(outputs, batch["lr_label"], pseudo_hr, uncertainty,
-                                                     teacher["features"])
-        return parts["loss"], as_parts(parts)
+        data = self.segmenter_batch(batch, teacher, step)
+        outputs = self.forward_module("seg")(data["lr_image"])
+        parts = self.forward_module("seg_criterion")(outputs, data["lr_label"], data["hr_label"],
+                                                     data["uncertainty"], data["features"])
+        return parts["loss"], {**as_parts(parts), "pseudo_offset": float(data["variant"])}
 
     def predict_case(self, case: dict) -> dict[str, Any]:
         lr = case["lr_image"].float()
