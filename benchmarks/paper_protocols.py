@@ -76,7 +76,7 @@ ARMS: dict[str, dict] = {
     "rdst": {
         "config": "rdst", "kind": "inplane", "factor": 4,
         "overrides": ["model.preset=tiny", "loss.unet_features=[8, 16, 32, 64, 128, 8]",
-                      "data.patch_size=[96, 96, 8]", "data.val_crop=[96, 96, 16]", "optim.lr=2.0e-3",
+                      "data.patch_size=[64, 64, 8]", "data.val_crop=[64, 64, 16]", "optim.lr=2.0e-3",
                       "stages=[{name: unet, steps: 100, lr: 1.0e-3, schedule: {name: multistep, milestones: "
                       "[50, 75]}, loss: {objective: unet}}, {name: l1, steps: 100, loss: {objective: sr}}, "
                       "{name: finetune, steps: 20, lr: 1.0e-3, schedule: {name: multistep, milestones: "
