@@ -60,8 +60,9 @@ def test_models_table_cell_puts_ours_next_to_the_paper():
     results = {"paper": {"rdst": pp.ARMS["rdst"]["paper"], "rdst_e": pp.ARMS["rdst_e"]["paper"]},
                "arms": [{"case": "rdst", "steps": 220, "train_seconds": 61.0, "summary": [
                    {"method": "rdst", "psnr": 25.5, "ssim": 0.81, "unet_dice_t": 0.9},
-                   {"method": "bspline", "psnr": 24.3, "ssim": 0.83, "unet_dice_t": 0.88}]}]}
+                   {"method": "bspline", "psnr": 24.3, "ssim": 0.83, "unet_dice_t": 0.88},
+                   {"method": "HR (U-Net on HR)", "unet_dice_t": 0.95}]}]}
     cell = table.protocol_cell("rdst", results)
     assert "PSNR 25.50 vs 33.42 (bspline 24.30 vs 29.88)" in cell
-    assert "Dice-T 0.900 vs 0.889" in cell and "`rdst_e`: not measured" in cell
+    assert "Dice-T 0.900 vs 0.889 (HR 0.950 vs 0.952)" in cell and "`rdst_e`: not measured" in cell
     assert "not an arm" in table.protocol_cell("rehrseg", results)

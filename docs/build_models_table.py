@@ -31,10 +31,11 @@ def summary_row(note: Path) -> str:
     return rows[-1]
 
 
-def _paper_value(rows: list[dict], key: str, first: bool) -> float | None:
-    """The paper's figure of its own method (first row) or of its classical baseline (a later row)."""
+def _paper_value(rows: list[dict], key: str, first: bool, hr: bool = False) -> float | None:
+    """The paper's figure of its own method (first row), of its classical baseline or (``hr``) of its HR row."""
     key = "dice_t" if key == "unet_dice_t" else key
-    found = [row[key] for row in (rows[:1] if first else rows[1:]) if key in row]
+    rows = rows[:1] if first else [r for r in rows[1:] if r["method"].startswith("HR") == hr]
+    found = [row[key] for row in rows if key in row]
     return found[0] if found else None
 
 
@@ -59,10 +60,11 @@ def protocol_cell(name: str, results: dict | None) -> str:
             if key not in ours or _paper_value(paper_rows, key, True) is None:
                 continue
             text = f"{label} {ours[key]:.{digits}f} vs {_paper_value(paper_rows, key, True):.{digits}f}"
-            base = next((b for b in baselines if key in b and not b["method"].startswith("HR")), None)
-            paper_base = _paper_value(paper_rows, key, False)
-            if base is not None and key in ("psnr", "ssim", "nmse"):
-                text += f" ({base['method']} {base[key]:.{digits}f}" + (
+            hr = key == "unet_dice_t"  # RDST's Dice-T is read beside the U-Net on the HR image
+            base = next((b for b in baselines if key in b and b["method"].startswith("HR") == hr), None)
+            paper_base = _paper_value(paper_rows, key, False, hr)
+            if base is not None and key in ("psnr", "ssim", "nmse", "unet_dice_t"):
+                text += f" ({'HR' if hr else base['method']} {base[key]:.{digits}f}" + (
                     f" vs {paper_base:.{digits}f})" if paper_base is not None else " here)")
             figures.append(text)
         parts.append(f"`paper/{arm_name}.yaml`, {arm['steps']} steps / {arm['train_seconds']:.0f} s: "
