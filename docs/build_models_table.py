@@ -31,12 +31,23 @@ def summary_row(note: Path) -> str:
     return rows[-1]
 
 
-def _paper_value(rows: list[dict], key: str, first: bool, hr: bool = False) -> float | None:
-    """The paper's figure of its own method (first row), of its classical baseline or (``hr``) of its HR row."""
+CLASSICAL = ("bicubic", "trilinear", "linear", "bspline")  # the papers' non-learned baselines, as they name them
+
+
+def _paper_row(rows: list[dict], key: str, first: bool, hr: bool = False) -> tuple[str, float] | None:
+    """(name, figure) of the paper's own method (first row), of its classical baseline or (``hr``) its HR row."""
     key = "dice_t" if key == "unet_dice_t" else key
-    rows = rows[:1] if first else [r for r in rows[1:] if r["method"].startswith("HR") == hr]
-    found = [row[key] for row in rows if key in row]
+    if first:
+        rows = rows[:1]
+    else:
+        rows = [r for r in rows[1:] if (r["method"].startswith("HR") if hr else r["method"] in CLASSICAL)]
+    found = [(row["method"].split(" ")[0], row[key]) for row in rows if key in row]
     return found[0] if found else None
+
+
+def _paper_value(rows: list[dict], key: str, first: bool, hr: bool = False) -> float | None:
+    found = _paper_row(rows, key, first, hr)
+    return None if found is None else found[1]
 
 
 def protocol_cell(name: str, results: dict | None) -> str:
@@ -62,10 +73,11 @@ def protocol_cell(name: str, results: dict | None) -> str:
             text = f"{label} {ours[key]:.{digits}f} vs {_paper_value(paper_rows, key, True):.{digits}f}"
             hr = key == "unet_dice_t"  # RDST's Dice-T is read beside the U-Net on the HR image
             base = next((b for b in baselines if key in b and b["method"].startswith("HR") == hr), None)
-            paper_base = _paper_value(paper_rows, key, False, hr)
+            paper_base = _paper_row(paper_rows, key, False, hr)
             if base is not None and key in ("psnr", "ssim", "nmse", "unet_dice_t"):
                 text += f" ({'HR' if hr else base['method']} {base[key]:.{digits}f}" + (
-                    f" vs {paper_base:.{digits}f})" if paper_base is not None else " here)")
+                    f" vs the paper's {paper_base[0]} {paper_base[1]:.{digits}f})" if paper_base is not None
+                    else "; no classical figure in the paper)")
             figures.append(text)
         parts.append(f"`paper/{arm_name}.yaml`, {arm['steps']} steps / {arm['train_seconds']:.0f} s: "
                      + "; ".join(figures))
