@@ -212,3 +212,32 @@ def test_isotropic_package_output_lands_on_the_hr_input_in_physical_space(tmp_pa
             np.testing.assert_allclose(out.origin, hr.origin, rtol=0, atol=1e-9, err_msg=key)
             np.testing.assert_array_equal(np.asarray(out.direction), np.asarray(hr.direction))
         assert np.isfinite(result.outputs["sr"].array).all()
+
+
+def test_slicer_checks_count_isotropic_output_voxels(tmp_path):
+    """The panel's pre-run check: an isotropic x2 package makes R^3 output voxels per input voxel and needs
+    no slice axis thicker than the others (no anisotropy warning); a through-plane one makes R and warns."""
+    import sys
+    from dataclasses import replace
+
+    from package_factory import make_package
+
+    from JointSRSegLib.packaging import load_package
+    from JointSRSegLib.volume import Volume
+
+    sys.path.insert(0, str(ROOT / "JointSRSeg"))
+    from JointSRSegModule import checks
+
+    package = make_package(tmp_path, "swinsr_unetr", tasks=["sr"], package_scale=[2, 2, 2], protocol="sr",
+                           in_channels=1, seg_channels=3, scale=(2, 2, 2))
+    iso = checks.describe_package(load_package(package))
+    assert iso.factor_axis == "all" and iso.factors == (2,) and iso.scale_text() == "×2 (thick slices, every axis)"
+    volume = Volume(np.zeros((1, 20, 20, 20), np.float32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    thick = replace(iso, factor_axis="through_plane", expected_runtime={})
+    iso = replace(iso, expected_runtime={})
+    r_iso = checks.check_request(volume, iso, ("sr",), 2, 2, [None], "cpu", False)
+    r_thick = checks.check_request(volume, thick, ("sr",), 2, 2, [None], "cpu", False)
+    assert r_iso.warnings == [] and "not clearly thicker" in r_thick.warnings[0]
+    per_voxel = checks.MODEL_BYTES_PER_OUTPUT_VOXEL
+    assert r_iso.estimated_bytes == 8000 * 8 * per_voxel + volume.array.nbytes
+    assert r_thick.estimated_bytes == 8000 * 2 * per_voxel + volume.array.nbytes
