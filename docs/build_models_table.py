@@ -14,14 +14,74 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HEADER = (
-    "| Paper | Paper sections | Our module / classes | Faithful | Deviations (and why) | Params tiny / small / base |"
+    "| Paper | Paper sections | Our module / classes | Faithful | Deviations (and why) | Params tiny / small / base "
+    "| Paper protocol, small CPU scale: ours vs paper |"
 )
 ORDER = ("swinsr_unetr", "tasc_swinmt", "rdst", "rehrseg", "disentangled_sr")
+# The arms of benchmarks/paper_protocols.py behind each row (REHRSeg's protocol is not one of them).
+PROTOCOL_ARMS = {"swinsr_unetr": ("swinsr_unetr",), "tasc_swinmt": ("tasc_swinmt",), "rdst": ("rdst", "rdst_e"),
+                 "rehrseg": (), "disentangled_sr": ("disentangled_sr_x2", "disentangled_sr_x4")}
+PROTOCOLS_JSON = ROOT / "benchmarks" / "results" / "paper_protocols.json"
+SHOWN = {"psnr": ("PSNR", 2), "ssim": ("SSIM", 3), "dice": ("Dice", 3), "unet_dice_t": ("Dice-T", 3),
+         "nmse": ("NMSE", 3)}
 
 
 def summary_row(note: Path) -> str:
     rows = [line for line in note.read_text().splitlines() if line.startswith("| ") and not line.startswith("| Paper")]
     return rows[-1]
+
+
+CLASSICAL = ("bicubic", "trilinear", "linear", "bspline")  # the papers' non-learned baselines, as they name them
+
+
+def _paper_row(rows: list[dict], key: str, first: bool, hr: bool = False) -> tuple[str, float] | None:
+    """(name, figure) of the paper's own method (first row), of its classical baseline or (``hr``) its HR row."""
+    key = "dice_t" if key == "unet_dice_t" else key
+    if first:
+        rows = rows[:1]
+    else:
+        rows = [r for r in rows[1:] if (r["method"].startswith("HR") if hr else r["method"] in CLASSICAL)]
+    found = [(row["method"].split(" ")[0], row[key]) for row in rows if key in row]
+    return found[0] if found else None
+
+
+def _paper_value(rows: list[dict], key: str, first: bool, hr: bool = False) -> float | None:
+    found = _paper_row(rows, key, first, hr)
+    return None if found is None else found[1]
+
+
+def protocol_cell(name: str, results: dict | None) -> str:
+    """Our small-scale figure next to the paper's, per arm, from benchmarks/results/paper_protocols.json."""
+    arms = PROTOCOL_ARMS[name]
+    if not arms:
+        return "not an arm of `benchmarks/paper_protocols.py` (see the note)"
+    if results is None:
+        return "not measured yet (`benchmarks/paper_protocols.py`)"
+    by_name = {arm["case"]: arm for arm in results["arms"]}
+    parts = []
+    for arm_name in arms:
+        arm = by_name.get(arm_name)
+        if arm is None or "summary" not in arm:
+            parts.append(f"`{arm_name}`: not measured")
+            continue
+        paper_rows = results["paper"][arm_name]["rows"]
+        ours, *baselines = arm["summary"]
+        figures = []
+        for key, (label, digits) in SHOWN.items():
+            if key not in ours or _paper_value(paper_rows, key, True) is None:
+                continue
+            text = f"{label} {ours[key]:.{digits}f} vs {_paper_value(paper_rows, key, True):.{digits}f}"
+            hr = key == "unet_dice_t"  # RDST's Dice-T is read beside the U-Net on the HR image
+            base = next((b for b in baselines if key in b and b["method"].startswith("HR") == hr), None)
+            paper_base = _paper_row(paper_rows, key, False, hr)
+            if base is not None and key in ("psnr", "ssim", "nmse", "unet_dice_t"):
+                text += f" ({'HR' if hr else base['method']} {base[key]:.{digits}f}" + (
+                    f" vs the paper's {paper_base[0]} {paper_base[1]:.{digits}f})" if paper_base is not None
+                    else "; no classical figure in the paper)")
+            figures.append(text)
+        parts.append(f"`paper/{arm_name}.yaml`, {arm['steps']} steps / {arm['train_seconds']:.0f} s: "
+                     + "; ".join(figures))
+    return "<br>".join(parts)
 
 
 def parameter_counts() -> list[str]:
@@ -41,7 +101,10 @@ def parameter_counts() -> list[str]:
 
 def main() -> None:
     notes = ROOT / "docs" / "architectures"
-    rows = [summary_row(notes / f"{name}.md") for name in ORDER]
+    import json
+
+    results = json.loads(PROTOCOLS_JSON.read_text()) if PROTOCOLS_JSON.exists() else None
+    rows = [summary_row(notes / f"{name}.md").rstrip() + f" {protocol_cell(name, results)} |" for name in ORDER]
     text = [
         "# Model zoo: the five papers in code",
         "",
@@ -56,8 +119,14 @@ def main() -> None:
         "## Summary per paper",
         "",
         HEADER,
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Last column: each paper's own protocol (`training/configs/paper/<paper>.yaml`) trained for minutes on one",
+        "CPU thread on the MNI152 sample and scored on never-trained cases (`benchmarks/paper_protocols.py`,",
+        "section in `docs/benchmarks.md`); the paper's figure is its own data at full scale, in parentheses the",
+        "classical baseline of the same run vs the paper's. It shows the protocol runs end to end, not that the",
+        "paper's number is reached.",
         "",
         "Details: " + ", ".join(f"[{n}](architectures/{n}.md)" for n in ORDER) + ".",
         "",

@@ -71,8 +71,13 @@ SCHEMA: dict[str, Option] = {
                                                "drawn from the labels (seeded) instead of the T1 intensities"),
     "data.protocol": Option("sr", str, "LR simulation protocol", PROTOCOLS),
     "data.factor": Option(4, int, "magnification R"),
+    "data.scale": Option(None, list, "per-axis magnification (X, Y, Z) in the model frame, each 1 or data.factor "
+                         "with Z = data.factor (null: (1, 1, factor), thick slices); [2, 2, 2] is SwinSR-UNETR's "
+                         "isotropic 48^3 -> 96^3 (sr protocol, swinsr_unetr only)", nullable=True),
     "data.axis": Option(None, int, "through-plane voxel axis (null: largest spacing; isotropic data needs it)",
                         nullable=True),
+    "data.inplane_noise_std": Option(0.01, _NUM, "inplane protocol: std of the Gaussian noise added after the "
+                                     "bicubic downsampling (0-1 intensity scale; RDST's Eq. 13 n, its std unstated)"),
     "data.patch_size": Option([48, 48, 24], list, "HR training patch (X, Y, Z) in the model frame "
                               "(through-plane last)"),
     "data.batch_size": Option(2, int, "patches per step per process"),
@@ -124,8 +129,9 @@ SCHEMA: dict[str, Option] = {
     "train.previews": Option(True, bool, "write PNG previews of validation cases"),
     "train.progress": Option(True, bool, "tqdm progress bar"),
     "loss": Option({}, dict, "loss options of the task adapter (balancing, weights ...; see docs/training.md)"),
-    "stages": Option([], list, "training stages [{name, steps, lr?, weight_decay?, schedule?, loss?}] "
-                     "(empty: one stage of train.max_steps)"),
+    "stages": Option([], list, "training stages [{name, steps, lr?, weight_decay?, optim?, batch_size?, schedule?, "
+                     "loss?}] (empty: one stage of train.max_steps); optim: {name?, betas?} over the optim section "
+                     "(per-stage optimisers, e.g. AdamW for a pretext stage, Adam for the next)"),
     "export.id": Option(None, str, "package id (default: <architecture>-<run.name>)", nullable=True),
     "export.version": Option("0.1.0", str, "package version"),
     "export.name": Option(None, str, "human-readable name", nullable=True),
@@ -134,7 +140,8 @@ SCHEMA: dict[str, Option] = {
     "export.intended_use": Option("Research only; not for diagnosis.", str, "intended use"),
 }
 
-STAGE_KEYS = {"name", "steps", "lr", "weight_decay", "schedule", "loss"}
+STAGE_KEYS = {"name", "steps", "lr", "weight_decay", "optim", "batch_size", "schedule", "loss"}
+STAGE_OPTIM_KEYS = {"name", "betas"}  # a stage's optimiser: what it may change of the optim section
 
 
 def defaults() -> dict[str, Any]:
@@ -235,6 +242,8 @@ def validate(cfg: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: data.val_crop must be three integers or null")
     if not 2 <= data["factor"] <= 8:
         raise ConfigError(f"{source}: data.factor must be an integer 2-8, got {data['factor']}")
+    if data["scale"] is not None:
+        _check_scale(data, cfg["model"]["architecture"], source)
     for key in ("max_steps", "steps_per_epoch"):
         if cfg["train"][key] < 1:
             raise ConfigError(f"{source}: train.{key} must be at least 1")
@@ -247,6 +256,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: stages[{i}] has unknown key(s) {sorted(unknown)}; use {sorted(STAGE_KEYS)}")
         if not isinstance(stage["steps"], int) or stage["steps"] < 1:
             raise ConfigError(f"{source}: stages[{i}].steps must be a positive integer")
+        _check_stage_optim(stage, i, source)
     if stages and sum(s["steps"] for s in stages) != cfg["train"]["max_steps"]:
         total = sum(s["steps"] for s in stages)
         raise ConfigError(f"{source}: stages sum to {total} steps but train.max_steps is {cfg['train']['max_steps']}")
@@ -256,6 +266,41 @@ def validate(cfg: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: model.architecture {cfg['model']['architecture']!r} is unknown; "
                           f"use one of {', '.join(sorted(ARCHITECTURES))}")
     return cfg
+
+
+def _check_scale(data: Mapping, architecture: str, source: str) -> None:
+    """``data.scale``: three entries, each 1 or ``data.factor``, the through-plane (last) one ``data.factor``."""
+    scale, factor = data["scale"], data["factor"]
+    if (len(scale) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v in (1, factor) for v in scale)
+            or scale[2] != factor):
+        raise ConfigError(f"{source}: data.scale must be three integers, each 1 or data.factor ({factor}), the last "
+                          f"data.factor; got {scale}")
+    if tuple(scale) != (1, 1, factor) and (architecture != "swinsr_unetr" or data["protocol"] != "sr"):
+        raise ConfigError(f"{source}: data.scale {scale} (more than the through-plane axis) is trained for "
+                          f"swinsr_unetr with data.protocol=sr only, not {architecture} / {data['protocol']}")
+
+
+def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
+    """A stage's ``batch_size`` and ``optim`` ({name?, betas?}) are checked like their sections' options."""
+    where = f"{source}: stages[{index}]"
+    if "batch_size" in stage and (not isinstance(stage["batch_size"], int) or isinstance(stage["batch_size"], bool)
+                                  or stage["batch_size"] < 1):
+        raise ConfigError(f"{where}.batch_size must be a positive integer, got {stage['batch_size']!r}")
+    optim = stage.get("optim")
+    if optim is None:
+        return
+    if not isinstance(optim, Mapping):
+        raise ConfigError(f"{where}.optim must be a mapping {{name?, betas?}}, got {optim!r}")
+    unknown = set(optim) - STAGE_OPTIM_KEYS
+    if unknown:
+        raise ConfigError(f"{where}.optim has unknown key(s) {sorted(unknown)}; use {sorted(STAGE_OPTIM_KEYS)} "
+                          "(lr and weight_decay are stage keys)")
+    names = SCHEMA["optim.name"].choices
+    if "name" in optim and optim["name"] not in names:
+        raise ConfigError(f"{where}.optim.name is {optim['name']!r}; use one of {', '.join(names)}")
+    betas = optim.get("betas", [0.9, 0.999])
+    if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, _NUM) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"{where}.optim.betas must be two numbers in [0, 1), got {betas!r}")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -21,7 +21,7 @@ from JointSRSegLib.packaging import save_package  # noqa: E402
 from training.engine.checkpoint import BEST, LAST, load_checkpoint  # noqa: E402
 from training.engine.data import DataInfo  # noqa: E402
 from training.tasks import adapter_class  # noqa: E402
-from training.tasks.joint3d import lr_patch_size  # noqa: E402
+from training.tasks.joint3d import lr_patch_size, model_scale  # noqa: E402
 
 
 def package_metadata(cfg: dict, info: DataInfo, adapter, checkpoint: dict) -> dict:
@@ -61,7 +61,8 @@ def package_metadata(cfg: dict, info: DataInfo, adapter, checkpoint: dict) -> di
     if network_arch in ("swinsr_unetr", "rehrseg_seg", "rehrseg_seg_uasr"):
         # keep what the adapter records (e.g. the voxel orientation of its training data) beside the window
         meta["inference"] = {**(described.get("inference") or {}),
-                             "roi_size": lr_patch_size(cfg["data"]["patch_size"], "sr", cfg["data"]["factor"])}
+                             "roi_size": lr_patch_size(cfg["data"]["patch_size"], "sr", cfg["data"]["factor"],
+                                                       model_scale(cfg))}
     return meta
 
 

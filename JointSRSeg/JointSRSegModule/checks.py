@@ -82,6 +82,8 @@ class ModelDescription:
     factors: tuple[int, ...] = SCALE_FACTORS
     is_baseline: bool = False
     protocols: tuple[str, ...] = THROUGH_PLANE_PROTOCOLS  # input protocols the model serves (sr, interp, inplane)
+    # Axes the factor magnifies (model.json scale: through_plane, in_plane, all = isotropic, none).
+    factor_axis: str = "through_plane"
     # The uncertainty methods (JointSRSegLib.vocabulary.UNCERTAINTY_METHODS) that apply to this model.
     uncertainty_methods: tuple[str, ...] = ()
     source: str = ""  # builtin | user | "" (part of the module)
@@ -113,6 +115,8 @@ class ModelDescription:
         contiguous = len(steps) > 2 and steps == list(range(steps[0], steps[-1] + 1))
         factors = f"×{steps[0]}–×{steps[-1]}" if contiguous else " or ".join(f"×{f}" for f in steps)
         where = ", ".join(PROTOCOL_TEXT.get(p, p) for p in self.protocols)
+        if self.factor_axis == "all":
+            where += ", every axis"
         return f"{factors} ({where})" if factors else where
 
     def menu_text(self) -> str:
@@ -236,6 +240,7 @@ def describe_package(package: Any, source: str = "") -> ModelDescription:
         expected_runtime=dict(meta["expected_runtime"]),
         factors=tuple(package.scale.factors),
         protocols=(meta["protocol"],),
+        factor_axis=package.scale.factor_axis,
         source=source,
         quality=quality_text(meta),
     )
@@ -322,8 +327,10 @@ def check_request(
     else:
         through = through_plane_axis(volume, int(axis))
     inplane = (protocol or model.protocols[0]) == "inplane"
-    warnings = [] if inplane else _geometry_warnings(volume, through, factor)
-    estimate = estimate_memory_bytes(volume, tasks, factor * factor if inplane else factor, model)
+    isotropic = model.factor_axis == "all"  # e.g. SwinSR-UNETR's x2 in every axis: no slice axis to warn about
+    warnings = [] if inplane or isotropic else _geometry_warnings(volume, through, factor)
+    voxels_per_input_voxel = factor**3 if isotropic else factor * factor if inplane else factor
+    estimate = estimate_memory_bytes(volume, tasks, voxels_per_input_voxel, model)
     _check_memory(estimate, device, model, available_bytes)
     return CheckResult(axis=through, estimated_bytes=estimate, warnings=warnings)
 
@@ -377,7 +384,7 @@ def _geometry_warnings(volume: Volume, axis: int, factor: int) -> list[str]:
 def estimate_memory_bytes(volume: Volume, tasks: tuple[str, ...], factor: int, model: ModelDescription) -> int:
     """Peak working memory of the run (outputs and intermediate copies), in bytes.
 
-    ``factor`` is output voxels per input voxel: R through-plane, R² for in-plane SR.
+    ``factor`` is output voxels per input voxel: R through-plane, R² for in-plane SR, R³ isotropic.
     """
     output_voxels = int(np.prod(volume.shape)) * factor
     per_voxel = BASELINE_BYTES_PER_OUTPUT_VOXEL if model.is_baseline else MODEL_BYTES_PER_OUTPUT_VOXEL

@@ -393,10 +393,13 @@ def _uncertainty_kinds(heads: dict, outputs: dict) -> dict[str, str]:
 
 
 def _output_grid(volume: Volume, package: ModelPackage, protocol: str, factor: int, axis: int) -> Grid:
-    if package.protocol == "inplane":
+    """The protocol grid of the output: every magnified axis subdivided (in-plane models: the two in-plane
+    axes; isotropic ``[R, R, R]`` models such as SwinSR-UNETR's x2: all three), else the through-plane one."""
+    isotropic = package.scale.factor_axis == "all"
+    if package.protocol == "inplane" or isotropic:
         grid = volume.grid
         for a in range(3):
-            if a != axis:
+            if isotropic or a != axis:
                 grid = subdivide_grid(grid, factor, a)
         return grid
     return output_grid(volume.grid, protocol, factor, axis)

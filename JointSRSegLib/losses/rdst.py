@@ -6,7 +6,8 @@
 
   - ``L_E(i)`` (Eq. 8): L1 between the ``i``-th encoder block outputs of a pre-trained, frozen
     segmentation U-Net for ``I_sr`` and ``I_hr`` (``"E1"`` .. ``"E5"``; ``L_E(1)`` is the paper's
-    default, Sec. 4.3),
+    default, Sec. 4.3; our ``E1`` is BasicUNet's full-resolution double 3x3 conv, not the paper's
+    ResNet stem, see :mod:`~JointSRSegLib.models.rdst_unet`),
   - ``L_D`` (Eq. 9): L1 between the decoder outputs (``"D"``),
   - ``L_HRL`` (Eqs. 10-11): ``1 - Dice`` between the U-Net's predictions on ``I_sr`` and on
     ``I_hr`` (``"HRL"``).

@@ -7,7 +7,10 @@ Eq. 10).  :class:`SegmentationUNet` is MONAI's :class:`~monai.networks.nets.Basi
 levels, 64 channels doubled after each block as in Sec. 4.3) whose forward returns all of those.
 
 Deviation: the paper's U-Net (Segmentation-Models-PyTorch) has ResNet encoder blocks; BasicUNet
-uses the original double-conv blocks.  Not a registry architecture (it is a loss component).
+uses the original double-conv blocks.  So ``E1`` is two 3x3 conv + BN + ReLU at full resolution
+(receptive field 5 px), not the ResNet stem's 7x7 stride-2 conv at half resolution: our ``L_E(1)`` is
+a finer, pixel-level feature distance than the paper's.  Not a registry architecture (it is a loss
+component).
 """
 
 from __future__ import annotations

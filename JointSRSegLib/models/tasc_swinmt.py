@@ -81,6 +81,9 @@ class TASCSwinMT(nn.Module):
         global_residual: predict the middle frame as a residual over the linear blend ``(1 - t) x_1 + t x_3``
             of the input pair (added before the activation: in logit space with ``"sigmoid"``).  Not in
             the paper (default False); it lets a short CPU training beat classical interpolation.
+        init: ``"he"`` -- Sec. 3.3.2 as printed, He-normal (fan-in, gain sqrt(2)) for every convolution;
+            ``"mixed"`` (default) -- fan-in normal with gain 1 (LeCun) except gain sqrt(2) where a SiLU
+            follows, because sqrt(2) everywhere compounds into saturated sigmoid heads at initialisation.
     """
 
     def __init__(
@@ -103,8 +106,11 @@ class TASCSwinMT(nn.Module):
         position_conditioning: bool = True,
         interp_activation: str = "sigmoid",
         global_residual: bool = False,
+        init: str = "mixed",
     ):
         super().__init__()
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}, got {init!r}")
         if len(num_heads) != len(depths) or len(decoder_depths) != len(depths) - 1:
             raise ValueError("need one head count per stage and one decoder depth per decoder stage")
         if interp_activation not in ("sigmoid", "none"):
@@ -140,21 +146,22 @@ class TASCSwinMT(nn.Module):
         self.film = PositionFiLM(dims) if position_conditioning else None
         self.interp_head = PixelShuffleHead(embed_dim, in_channels, patch_size)
         self.seg_head = PixelShuffleHead(embed_dim, 3 * seg_channels, patch_size)
-        self._he_init()
+        self._init_convolutions(init)
 
-    def _he_init(self) -> None:
-        """Section 3.3.2: He-normal (fan-in) initialisation of the convolutions.
+    def _init_convolutions(self, init: str) -> None:
+        """Section 3.3.2 "He normal initialization for convolutional layers", fan-in normal weights.
 
-        The rectifier gain sqrt(2) is used where a SiLU follows (CTCI's dilated cascade, which would
-        otherwise shrink the features it correlates); elsewhere gain 1, because most convolutions
-        here are linear maps in series and the sqrt(2) gain would compound into saturated sigmoid
-        heads at initialisation. Sub-pixel convs keep MONAI's ICNR (built from He-normal kernels).
+        ``he``: gain sqrt(2) for every convolution (the paper as printed).  ``mixed``: the rectifier
+        gain sqrt(2) only where a SiLU follows (CTCI's dilated cascade, which would otherwise shrink
+        the features it correlates), gain 1 elsewhere, because most convolutions here are linear maps
+        in series and the sqrt(2) gain compounds into saturated sigmoid heads at initialisation.
+        Sub-pixel convs keep MONAI's ICNR (built from He-normal kernels) in both.
         """
         icnr = {id(up.conv_block) for head in (self.interp_head, self.seg_head) for up in head.ups}
         rectified = {id(m) for c in self.modules() if isinstance(c, CTCI) for m in c.dilated}
         for module in self.modules():
             if isinstance(module, nn.Conv2d) and id(module) not in icnr:
-                gain = "relu" if id(module) in rectified else "linear"
+                gain = "relu" if init == "he" or id(module) in rectified else "linear"
                 nn.init.kaiming_normal_(module.weight, nonlinearity=gain)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -214,6 +221,8 @@ class TASCSwinMT(nn.Module):
         """The last shared layer (deepest encoder stage) whose gradient norms GradNorm balances."""
         return [p for enc in self.encoders for p in enc.last_stage_parameters()]
 
+
+INIT_SCHEMES = ("he", "mixed")  # convolution initialisations of TASCSwinMT (``init``)
 
 _COMMON = {"depths": (1, 1, 1, 1), "decoder_depths": (1, 1, 1), "patch_size": 4}
 

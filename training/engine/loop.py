@@ -1,6 +1,7 @@
 """The training loop: stages, AMP, clipping, validation, early stopping, checkpoints, resume.
 
-One step = one optimizer update on ``data.batch_size`` samples per process; an "epoch" is
+One step = one optimizer update on ``data.batch_size`` samples per process (a stage may set its
+own ``batch_size`` and ``optim`` name/betas); an "epoch" is
 ``train.steps_per_epoch`` steps (patch sampling has no natural epoch).  Stages (two-stage
 schedules: RDST's L1 then fine-tuning, REHRSeg's self-SR then segmentation) each get a fresh
 optimizer and schedule; the global step decides the stage, so a resumed run re-enters the stage
@@ -87,6 +88,17 @@ def stage_list(cfg: dict) -> list[dict]:
     return out
 
 
+def stage_optim(cfg: dict, stage: dict) -> dict:
+    """The optimiser of a stage: the ``optim`` section with the stage's ``optim`` ({name?, betas?}) on top
+    (the CNN+ViT paper trains its ViT with AdamW and its SR network with Adam, Sec. 4.1)."""
+    return {**cfg["optim"], **dict(stage.get("optim") or {})}
+
+
+def stage_batch_size(cfg: dict, stage: dict) -> int:
+    """Samples per step and process in a stage (``stages[*].batch_size``, else ``data.batch_size``)."""
+    return int(stage.get("batch_size", cfg["data"]["batch_size"]))
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -143,7 +155,7 @@ class Trainer:
         lr = float(stage.get("lr", cfg["optim"]["lr"]))
         weight_decay = float(stage.get("weight_decay", cfg["optim"]["weight_decay"]))
         schedule = {**cfg["schedule"], **dict(stage.get("schedule") or {})}
-        optimizer = build_optimizer(params, cfg["optim"], lr, weight_decay)
+        optimizer = build_optimizer(params, stage_optim(cfg, stage), lr, weight_decay)
         scheduler = build_scheduler(optimizer, schedule, stage["steps"], lr)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         ckpt = self.checkpoint
@@ -186,7 +198,7 @@ class Trainer:
         params, optimizer, scheduler, scaler, schedule = self._stage_objects(index, stage)
         batches = training_batches(self.train_cases, Compose(adapter.train_transforms(stage["name"])),
                                    cfg["run"]["seed"], self.step, stage["stop"], cfg["train"]["steps_per_epoch"],
-                                   cfg["data"]["batch_size"], self.ctx.rank, self.ctx.world_size,
+                                   stage_batch_size(cfg, stage), self.ctx.rank, self.ctx.world_size,
                                    cfg["data"]["num_workers"], adapter.collate)
         names = list(adapter.modules.keys())
         adapter.ddp_wrappers = dist_utils.wrap_trained_modules(

@@ -106,8 +106,12 @@ class TaskAdapter(ABC):
             transforms.append(RandSynthesisd(aug["synthesis_prob"], synth))
         transforms.append(ToLabelTensord(["label"]))
         transforms.append(MakeLRHRPaird(protocol, self.factor, axis=2, label_key="label" if labels else None,
-                                        inplane_noise_std=0.01 if protocol == "inplane" else 0.0))
+                                        inplane_noise_std=self.inplane_noise_std(protocol)))
         return transforms
+
+    def inplane_noise_std(self, protocol: str) -> float:
+        """Noise std of the in-plane protocol's LR images (``data.inplane_noise_std``); none otherwise."""
+        return float(self.cfg["data"].get("inplane_noise_std", 0.01)) if protocol == "inplane" else 0.0
 
     def train_transforms(self, stage: str) -> list:
         keys = ["lr_image", "hr_image"] + (["hr_label"] if self.uses_labels else [])
@@ -116,7 +120,7 @@ class TaskAdapter(ABC):
     def validation_transforms(self) -> list:
         """Deterministic: centred crop, then the protocol's LR version (seed 0 for in-plane noise)."""
         pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label",
-                             inplane_noise_std=0.01 if self.protocol == "inplane" else 0.0)
+                             inplane_noise_std=self.inplane_noise_std(self.protocol))
         pair.set_random_state(seed=0)
         return [CentreCropd(self.cfg["data"]["val_crop"]), ToLabelTensord(["label"]), pair]
 

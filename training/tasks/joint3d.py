@@ -18,13 +18,20 @@ from JointSRSegLib.losses.swinsr_unetr import SwinSRUNETRLoss, laplace_nll
 from training.data import MakeLRHRPaird
 from training.data.realistic import RealisticPatchd, RealisticValidationd, is_realistic_root
 from training.tasks.base import TaskAdapter, as_parts, labels_from_logits
-from training.tasks.transforms import SelectKeysd, ToLabelTensord
+from training.tasks.transforms import SelectKeysd, ThickVoxelsd, ToLabelTensord
 
 
-def lr_patch_size(patch_size, protocol: str, factor: int) -> list[int]:
-    """The LR window matching an HR patch (through-plane axis last)."""
+def lr_patch_size(patch_size, protocol: str, factor: int, scale=None) -> list[int]:
+    """The LR window matching an HR patch (through-plane axis last; ``scale``: per-axis magnification)."""
     x, y, z = patch_size
-    return [x, y, (z - 1) // factor + 1 if protocol == "interp" else z // factor]
+    sx, sy, _ = scale or (1, 1, factor)
+    return [x // sx, y // sy, (z - 1) // factor + 1 if protocol == "interp" else z // factor]
+
+
+def model_scale(cfg: dict) -> tuple[int, int, int]:
+    """The per-axis magnification the network is built with: ``data.scale`` or ``(1, 1, data.factor)``."""
+    scale = cfg["data"].get("scale")
+    return tuple(int(v) for v in scale) if scale else (1, 1, int(cfg["data"]["factor"]))
 
 
 class Joint3DAdapter(TaskAdapter):
@@ -37,9 +44,10 @@ class Joint3DAdapter(TaskAdapter):
             raise ValueError(f"{self.cfg['model']['architecture']} is trained with data.protocol=sr "
                              f"(thick slices), not {self.protocol!r}")
         aleatoric = bool(self.loss_options.get("aleatoric", False))
+        self.scale = model_scale(self.cfg)
         self.modules["net"] = self.build_network(
             in_channels=self.info.in_channels, seg_channels=self.info.num_classes,
-            scale=(1, 1, self.factor), aleatoric=aleatoric)
+            scale=self.scale, aleatoric=aleatoric)
         self.modules["criterion"] = SwinSRUNETRLoss(self.info.num_classes, aleatoric=aleatoric,
                                                     nll_beta=float(self.loss_options.get("nll_beta", 0.0)))
 
@@ -48,21 +56,27 @@ class Joint3DAdapter(TaskAdapter):
         """``data.root: synthseg:...``: label-map synthesis + real T1 patches, RAS voxel order."""
         return is_realistic_root(self.cfg["data"]["root"])
 
+    def thick_voxels(self) -> list:
+        """Isotropic ``data.scale``: the in-plane axes made thick too (:class:`ThickVoxelsd`)."""
+        axes = [a for a in (0, 1) if self.scale[a] > 1]
+        return [ThickVoxelsd(self.factor, axes)] if axes else []
+
     def train_transforms(self, stage: str) -> list:
         if not self.realistic:
-            return super().train_transforms(stage)
+            *pair, select = super().train_transforms(stage)
+            return [*pair, *self.thick_voxels(), select]
         aug = self.cfg["augment"]
         patch = RealisticPatchd(self.cfg["data"]["patch_size"], affine_prob=aug["affine_prob"],
                                 min_contrast=aug["synthesis_min_contrast"], bias_coeff=aug["synthesis_bias_coeff"])
         pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label")
-        return [patch, pair, SelectKeysd(["lr_image", "hr_image", "hr_label", "seg_weight"])]
+        return [patch, pair, *self.thick_voxels(), SelectKeysd(["lr_image", "hr_image", "hr_label", "seg_weight"])]
 
     def validation_transforms(self) -> list:
         if not self.realistic:
-            return super().validation_transforms()
+            return [*super().validation_transforms(), *self.thick_voxels()]
         pair = MakeLRHRPaird(self.protocol, self.factor, axis=2, label_key="label")
         return [RealisticValidationd(self.cfg["data"]["val_crop"], seed=self.cfg["run"]["seed"]),
-                ToLabelTensord(["label"]), pair]
+                ToLabelTensord(["label"]), pair, *self.thick_voxels()]
 
     def training_loss(self, batch: dict, stage: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = self.forward_module("net")(batch["lr_image"])
@@ -102,7 +116,7 @@ class Joint3DAdapter(TaskAdapter):
         return total, as_parts(parts)
 
     def _sliding(self, lr: torch.Tensor, keys) -> dict[str, torch.Tensor]:
-        roi = lr_patch_size(self.cfg["data"]["patch_size"], self.protocol, self.factor)
+        roi = lr_patch_size(self.cfg["data"]["patch_size"], self.protocol, self.factor, self.scale)
         net = self.network.eval()
         out = sliding_window_predict(net, lr[None].float(), roi, keys, self.device, overlap=0.25)
         return {k: v[0] for k, v in out.items()}
@@ -113,7 +127,7 @@ class Joint3DAdapter(TaskAdapter):
 
     def export_metadata(self) -> dict[str, Any]:
         uncertainty = ["seg_entropy"] + (["sr_aleatoric"] if self.loss_options.get("aleatoric") else [])
-        meta = {"tasks": ["sr", "seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": uncertainty}
+        meta = {"tasks": ["sr", "seg"], "scale": list(self.scale), "protocol": "sr", "uncertainty": uncertainty}
         if self.realistic:  # trained in RAS voxel order: the engine reorients every input to it
             meta["inference"] = {"orientation": "RAS"}
         return meta
@@ -125,8 +139,9 @@ class SegmenterAdapter(Joint3DAdapter):
     architectures = ("rehrseg_seg",)
 
     def setup(self) -> None:
+        self.scale = (1, 1, self.factor)
         self.modules["net"] = self.build_network(
-            in_channels=self.info.in_channels, num_classes=self.info.num_classes, scale=(1, 1, self.factor))
+            in_channels=self.info.in_channels, num_classes=self.info.num_classes, scale=self.scale)
         features = self.network.jointsrseg_config["config"]["features"][0]
         self.modules["criterion"] = REHRSegSegmentationLoss(features, features)
         # Without a self-SR teacher nothing is distilled: the loss's feature adaptor never gets a

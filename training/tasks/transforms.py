@@ -14,7 +14,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 
 from JointSRSegLib.normalization import normalize
 from training.data import resolve_axis
-from training.data.pairs import to_numpy
+from training.data.pairs import block_majority, crop_to_target, degrade_array, to_numpy
 
 SPATIAL_KEYS = ("image", "label", "probs")
 
@@ -174,4 +174,30 @@ class RecordShaped(Transform):
     def __call__(self, data):
         d = dict(data)
         d["case_shape"] = torch.tensor(tuple(to_numpy(d["image"]).shape[1:]))
+        return d
+
+
+class ThickVoxelsd(Transform):
+    """Degrade ``lr_image`` also along the in-plane axes ``axes`` by the sr protocol (thick voxels:
+    SwinSR-UNETR's isotropic 48^3 -> 96^3), after :class:`~training.data.MakeLRHRPaird` made it thick
+    along the through-plane axis; ``hr_image``/``hr_label`` are cropped to what the LR covers.
+
+    The same slice profile along each axis (``degrade_array``, sr protocol), so an isotropic factor
+    ``R`` makes every LR voxel the profile-weighted mean of an ``R^3`` block; labels stay on the HR grid.
+    """
+
+    def __init__(self, factor: int, axes: Sequence[int]):
+        self.factor, self.axes = int(factor), tuple(int(a) for a in axes)
+
+    def __call__(self, data):
+        d = dict(data)
+        lr = to_numpy(d["lr_image"])
+        for axis in self.axes:
+            lr = degrade_array(lr, "sr", self.factor, axis)
+            for key in ("hr_image", "hr_label"):
+                if key in d:
+                    d[key] = torch.as_tensor(crop_to_target(to_numpy(d[key]), "sr", self.factor, axis))
+            if "lr_label" in d:
+                d["lr_label"] = torch.as_tensor(block_majority(to_numpy(d["lr_label"]), self.factor, (axis,)))
+        d["lr_image"] = torch.as_tensor(np.ascontiguousarray(lr))
         return d
