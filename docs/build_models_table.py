@@ -7,6 +7,7 @@ table can never disagree with the code.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -50,9 +51,31 @@ def _paper_value(rows: list[dict], key: str, first: bool, hr: bool = False) -> f
     return None if found is None else found[1]
 
 
+REHRSEG_TABLE4_LR_DICE = (0.8155, 0.8213)  # rehrseg.txt Table 4: nnU-Net baseline -> "+Pseudo SR Data"
+
+
+def rehrseg_ablation_cell() -> str:
+    """REHRSeg's Eq. 1 ablation (``benchmarks/rehrseg_pseudo_lr.py``, one JSON per seed; each holds the
+    package trained without (``..._off``) and with (``..._on``) pseudo LR scans) beside Table 4."""
+    arms: dict[str, list[float]] = {"off": [], "on": []}
+    for path in sorted((ROOT / "benchmarks" / "results").glob("rehrseg_pseudo_lr_seed*.json")):
+        for row in json.loads(path.read_text(encoding="utf-8"))["rows"]:
+            arm = "on" if "_on" in Path(row["model"]).name else "off" if "_off" in Path(row["model"]).name else None
+            if arm and row.get("case") == "T1" and "lr_dice_mean" in row:
+                arms[arm].append(row["lr_dice_mean"])
+    if not arms["off"] or len(arms["off"]) != len(arms["on"]):
+        return "Eq. 1 ablation not measured yet (`benchmarks/rehrseg_pseudo_lr.py`)"
+    off, on = (sum(v) / len(v) for v in (arms["off"], arms["on"]))
+    paper_off, paper_on = REHRSEG_TABLE4_LR_DICE
+    return (f"Eq. 1 pseudo LR ablation, LR-head GM/WM Dice on the held-out slab ({len(arms['on'])} seeds): "
+            f"{off:.3f} -> {on:.3f} vs Table 4 {paper_off:.4f} -> {paper_on:.4f} (within the seed spread; note)")
+
+
 def protocol_cell(name: str, results: dict | None) -> str:
     """Our small-scale figure next to the paper's, per arm, from benchmarks/results/paper_protocols.json."""
     arms = PROTOCOL_ARMS[name]
+    if name == "rehrseg":
+        return rehrseg_ablation_cell()
     if not arms:
         return "not an arm of `benchmarks/paper_protocols.py` (see the note)"
     if results is None:
