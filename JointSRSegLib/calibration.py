@@ -1,0 +1,211 @@
+"""Calibrated uncertainty maps: raw per-voxel signals -> a map with a stated unit.
+
+A raw map (1 - max posterior, the disagreement of two plane families) ranks voxels but has no
+unit: 0.3 means nothing a user can act on.  Here a few cheap signals of each method are combined by
+a small generalised linear model fitted **once** on calibration cases (label-map subjects 17-18 and
+ds002748 subject 23 -- never trained on by a shipped network and never in a report, whose cases are
+19-20 and 21-22/24) and stored in ``Resources/Calibration/uncertainty_calibration.json``:
+
+* **Segmentation** (``atropos``): the map is the **probability that the voxel's label is wrong**
+  (``UNIT_TEXT["seg"]``), a logistic regression on: the Atropos posterior (1 - max, and 1 - the margin
+  between the two largest), the label disagreement of the 3x3x3 neighbourhood, the closeness to the
+  nearest other label and to the brain mask's edge (inside and outside the mask, where a cut-off gyrus
+  is a wrong background label the posterior never sees), and the label itself.
+* **SR / interpolation** (``self``, ``adapt``): the map is the **expected absolute error as a fraction
+  of the scan's robust intensity range** (the 0.5-99.5 percentile spread; ``UNIT_TEXT["sr"]``), clipped
+  to [0, 1]; a log-linear model ``E|error| = exp(w . x)`` fitted by Poisson quasi-likelihood (the
+  maximum-likelihood estimate of a conditional mean) on: the log disagreement of the two plane families,
+  the log gradient magnitude of the output in-plane and through-plane, and the position inside the
+  thick slab (error grows towards the slab's ends).
+
+Both models are fitted by Newton's method on a fixed-seed subsample of the calibration voxels
+(:func:`fit_logistic`, :func:`fit_log_linear`); ``training/fit_uncertainty_calibration.py`` does it and
+writes the coefficients with their provenance.  ``benchmarks/uncertainty.py`` scores the result on the
+report's cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "Resources" / "Calibration" / "uncertainty_calibration.json"
+FORMAT = "jointsrseg-uncertainty-calibration/1"
+# What a calibrated map's value means, by task family (the legend of preview.png and of Slicer says it).
+UNIT_TEXT = {
+    "seg": "P(label wrong)",
+    "sr": "expected |error| / intensity range",
+}
+SEG_FEATURES = ("one_minus_max", "one_minus_margin", "label_mixing", "boundary_closeness", "edge_inside",
+                "edge_outside", "inside", "is_gm", "is_wm")
+SR_FEATURES = ("log_spread", "log_grad_inplane", "log_grad_through", "slab_end", "slab_end_sq")
+LOG_FLOOR = 1e-3  # normalised units: below this a spread or gradient is noise
+EDGE_MM = 2.0  # closeness to the mask edge: exp(-d / EDGE_MM)
+
+
+# ------------------------------------------------------------------------------------ segmentation
+def _closeness_to_other_label(labels: np.ndarray, spacing) -> np.ndarray:
+    """``1 / (1 + d)``, d = distance in mm to the nearest voxel with another label."""
+    distance = np.full(labels.shape, np.inf, dtype=np.float32)
+    for value in np.unique(labels):
+        inside = labels == value
+        distance[inside] = ndimage.distance_transform_edt(inside, sampling=spacing)[inside]
+    return (1.0 / (1.0 + distance)).astype(np.float32)
+
+
+def seg_features(posteriors: np.ndarray, labels: np.ndarray, mask: np.ndarray, spacing,
+                 grey: int = 1, white: int = 2) -> np.ndarray:
+    """``(len(SEG_FEATURES), I, J, K)`` float32 signals of one segmentation (module docstring).
+
+    ``posteriors``: ``(C, I, J, K)`` class probabilities inside ``mask`` (anything outside it);
+    ``labels``: the segmentation; ``mask``: where the method segmented.
+    """
+    spacing = tuple(float(s) for s in spacing)
+    mask = np.asarray(mask, dtype=bool)
+    ordered = np.sort(posteriors, axis=0)
+    one_minus_max = np.where(mask, 1.0 - ordered[-1], 0.0)
+    one_minus_margin = np.where(mask, 1.0 - (ordered[-1] - ordered[-2]), 0.0)
+    mixing = np.zeros(labels.shape, dtype=np.float32)
+    for value in np.unique(labels):
+        same = ndimage.uniform_filter((labels == value).astype(np.float32), size=3, mode="nearest")
+        mixing = np.where(labels == value, 1.0 - same, mixing)
+    inside_distance = ndimage.distance_transform_edt(mask, sampling=spacing)
+    outside_distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    edge_inside = np.where(mask, np.exp(-inside_distance / EDGE_MM), 0.0)
+    edge_outside = np.where(mask, 0.0, np.exp(-outside_distance / EDGE_MM))
+    stack = [one_minus_max, one_minus_margin, mixing, _closeness_to_other_label(labels, spacing), edge_inside,
+             edge_outside, mask, labels == grey, labels == white]
+    return np.stack([np.asarray(s, dtype=np.float32) for s in stack])
+
+
+# -------------------------------------------------------------------------------------------- SR
+def slab_position(n_out: int, factor: int, protocol: str) -> np.ndarray:
+    """Per output slice, the distance to the middle of its thick slab (sr) or to the nearest acquired
+    slice (interp), as a fraction of half the slab: 0 at the middle / on an acquired slice, ~1 at the ends."""
+    k = np.arange(n_out, dtype=np.float64)
+    half = factor / 2.0
+    if protocol == "interp":
+        phase = k % factor
+        return (np.minimum(phase, factor - phase) / half).astype(np.float32)
+    centre = (k % factor) + 0.5 - half
+    return (np.abs(centre) / half).astype(np.float32)
+
+
+def sr_features(output: np.ndarray, spread: np.ndarray, axis: int, factor: int, protocol: str) -> np.ndarray:
+    """``(len(SR_FEATURES), I, J, K)`` float32 signals of one SR output (module docstring).
+
+    ``output`` and ``spread`` are ``(I, J, K)`` in normalised units (1 = the robust intensity range):
+    the fused prediction and half the difference of the two plane families.
+    """
+    output = np.asarray(output, dtype=np.float32)
+    through = np.abs(ndimage.gaussian_filter(output, sigma=1.0, order=[1 if a == axis else 0 for a in range(3)]))
+    inplane = np.sqrt(sum(ndimage.gaussian_filter(output, sigma=1.0, order=[1 if a == b else 0 for a in range(3)]) ** 2
+                          for b in range(3) if b != axis))
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    slab = np.broadcast_to(slab_position(output.shape[axis], factor, protocol).reshape(shape), output.shape)
+    stack = [np.log(np.asarray(spread, dtype=np.float32) + LOG_FLOOR), np.log(inplane + LOG_FLOOR),
+             np.log(through + LOG_FLOOR), slab, slab * slab]
+    return np.stack([np.asarray(s, dtype=np.float32) for s in stack])
+
+
+# ---------------------------------------------------------------------------------------- fitting
+def _design(features: np.ndarray) -> np.ndarray:
+    """``(N, F)`` features plus an intercept column, float64."""
+    return np.concatenate([np.asarray(features, dtype=np.float64), np.ones((len(features), 1))], axis=1)
+
+
+def _newton(x: np.ndarray, gradient_hessian, ridge: float, iterations: int) -> np.ndarray:
+    w = np.zeros(x.shape[1])
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is not shrunk
+    for _ in range(iterations):
+        g, h = gradient_hessian(w)
+        step = np.linalg.solve(h + penalty, g + penalty @ w)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return w
+
+
+def fit_logistic(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3, iterations: int = 50) -> np.ndarray:
+    """Weights (intercept last) of ``P(target) = sigmoid(w . x)``, maximum likelihood with a small ridge."""
+    x, y = _design(features), np.asarray(target, dtype=np.float64)
+    n = len(y)
+
+    def gradient_hessian(w):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        return x.T @ (p - y) / n, (x * (p * (1 - p))[:, None]).T @ x / n
+
+    return _newton(x, gradient_hessian, ridge, iterations)
+
+
+def fit_log_linear(features: np.ndarray, target: np.ndarray, ridge: float = 1e-3, iterations: int = 50) -> np.ndarray:
+    """Weights (intercept last) of ``E[target] = exp(w . x)`` by Poisson quasi-likelihood (``target >= 0``)."""
+    x, y = _design(features), np.asarray(target, dtype=np.float64)
+    n = len(y)
+    w0 = np.zeros(x.shape[1])
+    w0[-1] = np.log(max(float(y.mean()), 1e-9))
+
+    def gradient_hessian(w):
+        mu = np.exp(np.clip(x @ (w + w0), -30, 30))
+        return x.T @ (mu - y) / n, (x * mu[:, None]).T @ x / n
+
+    return _newton(x, gradient_hessian, ridge, iterations) + w0
+
+
+# --------------------------------------------------------------------------------------- applying
+@lru_cache(maxsize=4)
+def _load(path: str) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def calibration_entry(method: str, path: Path | str | None = None) -> dict:
+    """The stored model of ``method`` (``atropos``, ``self``, ``adapt``); one clear error when missing."""
+    path = Path(path) if path is not None else CALIBRATION_FILE
+    if not path.is_file():
+        raise InputError(path, "the uncertainty calibration file is missing (reinstall the extension)")
+    data = _load(str(path))
+    if data.get("format") != FORMAT or method not in data.get("methods", {}):
+        raise InputError(path, f"holds no uncertainty calibration for {method!r}")
+    return data["methods"][method]
+
+
+def _linear(entry: Mapping, features: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    if tuple(entry["features"]) != tuple(names):
+        raise InputError(CALIBRATION_FILE, f"calibration features {entry['features']} are not {list(names)}")
+    w = np.asarray(entry["weights"], dtype=np.float32)
+    eta = np.tensordot(w[:-1], features, axes=(0, 0)) + w[-1]
+    return eta.astype(np.float32)
+
+
+def error_probability(entry: Mapping, features: np.ndarray) -> np.ndarray:
+    """Calibrated P(label wrong) from :func:`seg_features` with a stored logistic entry, float32 in [0, 1]."""
+    eta = _linear(entry, features, SEG_FEATURES)
+    return (1.0 / (1.0 + np.exp(-np.clip(eta, -30, 30)))).astype(np.float32)
+
+
+def expected_error(entry: Mapping, features: np.ndarray) -> np.ndarray:
+    """Calibrated E|error| / intensity range from :func:`sr_features` with a stored entry, in [0, 1]."""
+    eta = _linear(entry, features, SR_FEATURES)
+    return np.clip(np.exp(np.minimum(eta, 0.0)), 0.0, 1.0).astype(np.float32)
+
+
+def fraction_above(unit_map: np.ndarray, threshold: float, mask: np.ndarray | None = None) -> float:
+    """Share of the voxels of ``mask`` (all when None) whose map value is at or above ``threshold``."""
+    values = np.asarray(unit_map)
+    if mask is not None:
+        values = values[np.asarray(mask, dtype=bool)]
+    return float(np.count_nonzero(values >= threshold) / max(values.size, 1))
+
+
+__all__ = ["CALIBRATION_FILE", "SEG_FEATURES", "SR_FEATURES", "UNIT_TEXT", "calibration_entry", "error_probability",
+           "expected_error", "fit_log_linear", "fit_logistic", "fraction_above", "seg_features", "slab_position",
+           "sr_features"]
