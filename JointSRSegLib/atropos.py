@@ -401,13 +401,14 @@ def segment_tissues(
     for c, tissue in mapping.items():
         lut[c] = tissue
     labels = lut[classes] * mask
-    unit = raw = None
+    unit = raw = unit_summary = None
     if uncertainty or signals:
-        from .calibration import calibration_entry, error_probability, seg_features
+        from .calibration import calibrated_summary, calibration_entry, error_probability, seg_features
 
         raw = seg_features(posteriors, labels, mask, spacing, GREY_MATTER, WHITE_MATTER)
         if uncertainty:
             unit = error_probability(calibration_entry("atropos"), raw)
+            unit_summary = calibrated_summary(unit, "uncertainty_seg", mask, "brain", "atropos")
     voxel_ml = float(np.prod(spacing)) / 1000.0
     report = {
         "contrast": contrast,
@@ -427,5 +428,6 @@ def segment_tissues(
             "gm": round(float((labels == GREY_MATTER).sum()) * voxel_ml, 2),
             "wm": round(float((labels == WHITE_MATTER).sum()) * voxel_ml, 2),
         },
+        **({"uncertainty": {"uncertainty_seg": unit_summary}} if unit_summary is not None else {}),
     }
     return TissueSegmentation(labels.astype(np.uint8), unit, report, raw if signals else None)

@@ -35,14 +35,12 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .vocabulary import CALIBRATED_UNITS, DISPLAY_MAXIMUM, LIKELY_WRONG_THRESHOLD, RAW_UNCERTAINTY_UNIT
 
 CALIBRATION_FILE = Path(__file__).resolve().parents[1] / "Resources" / "Calibration" / "uncertainty_calibration.json"
 FORMAT = "jointsrseg-uncertainty-calibration/1"
 # What a calibrated map's value means, by task family (the legend of preview.png and of Slicer says it).
-UNIT_TEXT = {
-    "seg": "P(label wrong)",
-    "sr": "expected |error| / intensity range",
-}
+UNIT_TEXT = {"seg": CALIBRATED_UNITS["uncertainty_seg"], "sr": CALIBRATED_UNITS["uncertainty_sr"]}
 SEG_FEATURES = ("one_minus_max", "one_minus_margin", "label_mixing", "boundary_closeness", "edge_inside",
                 "edge_outside", "inside", "is_gm", "is_wm")
 SR_FEATURES = ("log_spread", "log_grad_inplane", "log_grad_through", "slab_end", "slab_end_sq")
@@ -206,6 +204,38 @@ def fraction_above(unit_map: np.ndarray, threshold: float, mask: np.ndarray | No
     return float(np.count_nonzero(values >= threshold) / max(values.size, 1))
 
 
-__all__ = ["CALIBRATION_FILE", "SEG_FEATURES", "SR_FEATURES", "UNIT_TEXT", "calibration_entry", "error_probability",
-           "expected_error", "fit_log_linear", "fit_logistic", "fraction_above", "seg_features", "slab_position",
-           "sr_features"]
+def calibrated_summary(unit_map: np.ndarray, key: str, mask: np.ndarray, region: str,
+                       method: str) -> dict:
+    """The report's summary of a calibrated map: its unit, the default "likely wrong" threshold and the
+    fraction of ``region`` (``brain``: the segmented mask, ``head``: the SR's foreground) at or above it."""
+    threshold = LIKELY_WRONG_THRESHOLD[key]
+    values = np.asarray(unit_map, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+    if values.size == 0:
+        values = np.zeros(1)
+    return {"unit": CALIBRATED_UNITS[key], "calibration": method, "threshold": threshold,
+            f"fraction_of_{region}_above_threshold": round(fraction_above(values, threshold), 5),
+            f"mean_in_{region}": round(float(values.mean()), 5),
+            f"p95_in_{region}": round(float(np.percentile(values, 95)), 5)}
+
+
+def map_units(report: Mapping) -> dict[str, str]:
+    """``{output: unit}`` of the uncertainty maps a run report describes (its model and the chained
+    segmentation model); a map without a stated unit is a raw score."""
+    model = report.get("model", {}) or {}
+    found = {}
+    for part in (model, model.get("seg_model") or {}):
+        for key, summary in (part.get("uncertainty") or {}).items():
+            found[key] = summary.get("unit", RAW_UNCERTAINTY_UNIT)
+    return found
+
+
+def display_scale(key: str, unit: str) -> tuple[str, float]:
+    """``(unit, top of the colour scale)`` for the map ``key``: a calibrated map's fixed top
+    (:data:`~JointSRSegLib.vocabulary.DISPLAY_MAXIMUM`), 1 for a raw score."""
+    calibrated = CALIBRATED_UNITS.get(key) == unit
+    return unit, (DISPLAY_MAXIMUM[key] if calibrated else 1.0)
+
+
+__all__ = ["CALIBRATION_FILE", "SEG_FEATURES", "SR_FEATURES", "UNIT_TEXT", "calibrated_summary", "calibration_entry",
+           "display_scale", "error_probability", "expected_error", "fit_log_linear", "fit_logistic", "fraction_above",
+           "map_units", "seg_features", "slab_position", "sr_features"]

@@ -86,7 +86,8 @@ def collect_case(case: dict, threads: int, log=print) -> None:
         sr, signals = _self_sr(lr, method, axis, threads)
         srs[method] = sr
         error = np.abs(sr.array[0] - hr.array[0]) / intensity_range
-        np.savez_compressed(DATA_DIR / f"{case['name']}__sr_{method}.npz", x=signals.reshape(len(SR_FEATURES), -1)[:, pick].T,
+        np.savez_compressed(DATA_DIR / f"{case['name']}__sr_{method}.npz",
+                            x=signals.reshape(len(SR_FEATURES), -1)[:, pick].T,
                             y=error.ravel()[pick].astype(np.float32), head=case["head"].ravel()[pick])
         log(f"  sr {method}: {time.perf_counter() - started:.0f} s, mean |error| {error[case['head']].mean():.4f}")
     if case["labels"] is None:
@@ -147,7 +148,8 @@ def _sr_scores(entry, data) -> dict:
     head = data["head"].astype(bool)
     return {"spearman_head": round(float(stats.spearmanr(e[head], data["y"][head]).statistic), 4),
             "raw_spearman_head": round(float(stats.spearmanr(data["x"][head, 0], data["y"][head]).statistic), 4),
-            "mean_predicted_head": round(float(e[head].mean()), 5), "mean_error_head": round(float(data["y"][head].mean()), 5)}
+            "mean_predicted_head": round(float(e[head].mean()), 5),
+            "mean_error_head": round(float(data["y"][head].mean()), 5)}
 
 
 def _entry(kind: str, features, weights, cases, scores, held_out) -> dict:
@@ -178,8 +180,10 @@ def fit_method(kinds: list[str], features, fitter, scorer, model: str) -> dict:
 
 def fit(out: Path) -> None:
     methods = {
-        "atropos": fit_method([f"seg_{s}" for s in SEG_SR_SOURCES], SEG_FEATURES, fit_logistic, _seg_scores, "logistic"),
-        **{m: fit_method([f"sr_{m}"], SR_FEATURES, fit_log_linear, _sr_scores, "log-linear") for m in SR_METHODS},
+        "atropos": fit_method([f"seg_{s}" for s in SEG_SR_SOURCES], SEG_FEATURES, fit_logistic, _seg_scores,
+                              "logistic"),
+        **{m: fit_method([f"sr_{m}"], SR_FEATURES, fit_log_linear, _sr_scores, "log-linear")
+           for m in SR_METHODS},
     }
     for method, entry in methods.items():
         print(method, json.dumps({"in_sample": entry["in_sample"], "held_out": entry["leave_one_case_out"]}, indent=1))
