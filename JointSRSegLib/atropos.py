@@ -58,6 +58,7 @@ Deterministic: k-means initialisation, fixed ``ANTS_RANDOM_SEED``.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -402,6 +403,7 @@ def segment_tissues(
         lut[c] = tissue
     labels = lut[classes] * mask
     unit = raw = unit_summary = None
+    map_started = time.perf_counter()
     if uncertainty or signals:
         from .calibration import calibrated_summary, calibration_entry, error_probability, seg_features
 
@@ -409,6 +411,7 @@ def segment_tissues(
         if uncertainty:
             unit = error_probability(calibration_entry("atropos"), raw)
             unit_summary = calibrated_summary(unit, "uncertainty_seg", mask, "brain", "atropos")
+    map_seconds = time.perf_counter() - map_started
     voxel_ml = float(np.prod(spacing)) / 1000.0
     report = {
         "contrast": contrast,
@@ -428,6 +431,7 @@ def segment_tissues(
             "gm": round(float((labels == GREY_MATTER).sum()) * voxel_ml, 2),
             "wm": round(float((labels == WHITE_MATTER).sum()) * voxel_ml, 2),
         },
-        **({"uncertainty": {"uncertainty_seg": unit_summary}} if unit_summary is not None else {}),
+        **({"uncertainty": {"uncertainty_seg": unit_summary},
+            "uncertainty_seconds": round(map_seconds, 3)} if unit_summary is not None else {}),
     }
     return TissueSegmentation(labels.astype(np.uint8), unit, report, raw if signals else None)
