@@ -58,7 +58,9 @@ class JointSRSeg(ScriptedLoadableModule):
 (gapped acquisitions).</li>
 <li><b>Segmentation</b>: labels on the SR grid, as a segmentation node with the model's
 segment names and colours, SNOMED CT terminology, and the SR volume as its source volume.</li>
-<li><b>Uncertainty</b>: shown over the SR volume, its legend in the map's unit: the probability that a label is wrong (Atropos) or the expected absolute error as a fraction of the intensity range (self, adapt), calibrated on held-out scans; a package's own maps are uncalibrated 0-1 scores.</li>
+<li><b>Uncertainty</b>: shown over the SR volume, its legend in the map's unit: the probability
+that a label is wrong (Atropos) or the expected absolute error as a fraction of the intensity range
+(self, adapt), calibrated on held-out scans; a package's own maps are uncalibrated 0-1 scores.</li>
 </ul>
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
 <a href="https://arxiv.org/abs/2108.10257">SwinIR</a> /
