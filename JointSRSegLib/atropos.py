@@ -337,11 +337,13 @@ def segment_tissues(
     priors: str = DEFAULT_PRIORS,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     signals: bool = False,
+    slab: tuple[int, int, str] | None = None,
 ) -> TissueSegmentation:
     """GM/WM labels of a single-channel ``volume`` on its own grid (module docstring).
 
     ``uncertainty``: also the calibrated P(label wrong); ``signals``: also its raw inputs
-    (:func:`JointSRSegLib.calibration.seg_features`), for fitting the calibration.
+    (:func:`JointSRSegLib.calibration.seg_features`), for fitting the calibration; ``slab``:
+    ``(axis, factor, protocol)`` when ``volume`` is an SR / interpolation output (one of its signals).
     """
     if priors not in PRIOR_MODES:
         raise InputError("atropos", f"priors must be one of {', '.join(PRIOR_MODES)}, not {priors!r}")
@@ -407,7 +409,8 @@ def segment_tissues(
     if uncertainty or signals:
         from .calibration import calibrated_summary, calibration_entry, error_probability, seg_features
 
-        raw = seg_features(posteriors, labels, mask, spacing, GREY_MATTER, WHITE_MATTER)
+        raw = seg_features(posteriors, labels, mask, spacing, GREY_MATTER, WHITE_MATTER,
+                           priors=prior_stack if used_priors else None, slab=slab)
         if uncertainty:
             unit = error_probability(calibration_entry("atropos"), raw)
             unit_summary = calibrated_summary(unit, "uncertainty_seg", mask, "brain", "atropos")

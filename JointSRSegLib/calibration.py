@@ -42,7 +42,7 @@ FORMAT = "jointsrseg-uncertainty-calibration/1"
 # What a calibrated map's value means, by task family (the legend of preview.png and of Slicer says it).
 UNIT_TEXT = {"seg": CALIBRATED_UNITS["uncertainty_seg"], "sr": CALIBRATED_UNITS["uncertainty_sr"]}
 SEG_FEATURES = ("one_minus_max", "one_minus_margin", "label_mixing", "boundary_closeness", "edge_inside",
-                "edge_outside", "inside", "is_gm", "is_wm")
+                "edge_outside", "inside", "is_gm", "is_wm", "prior_disagreement", "slab_end")
 SR_FEATURES = ("log_spread", "log_grad_inplane", "log_grad_through", "slab_end", "slab_end_sq")
 LOG_FLOOR = 1e-3  # normalised units: below this a spread or gradient is noise
 EDGE_MM = 2.0  # closeness to the mask edge: exp(-d / EDGE_MM)
@@ -59,11 +59,15 @@ def _closeness_to_other_label(labels: np.ndarray, spacing) -> np.ndarray:
 
 
 def seg_features(posteriors: np.ndarray, labels: np.ndarray, mask: np.ndarray, spacing,
-                 grey: int = 1, white: int = 2) -> np.ndarray:
+                 grey: int = 1, white: int = 2, priors: np.ndarray | None = None,
+                 slab: tuple[int, int, str] | None = None) -> np.ndarray:
     """``(len(SEG_FEATURES), I, J, K)`` float32 signals of one segmentation (module docstring).
 
     ``posteriors``: ``(C, I, J, K)`` class probabilities inside ``mask`` (anything outside it);
-    ``labels``: the segmentation; ``mask``: where the method segmented.
+    ``labels``: the segmentation; ``mask``: where the method segmented; ``priors``: the registered
+    template's ``(3, I, J, K)`` probabilities of background/CSF, GM and WM (None: no template, the
+    feature is 0); ``slab``: ``(axis, factor, protocol)`` when the image is an SR / interpolation output
+    (None: an acquired grid, the feature is 0).
     """
     spacing = tuple(float(s) for s in spacing)
     mask = np.asarray(mask, dtype=bool)
@@ -78,8 +82,18 @@ def seg_features(posteriors: np.ndarray, labels: np.ndarray, mask: np.ndarray, s
     outside_distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
     edge_inside = np.where(mask, np.exp(-inside_distance / EDGE_MM), 0.0)
     edge_outside = np.where(mask, 0.0, np.exp(-outside_distance / EDGE_MM))
+    disagreement = np.zeros(labels.shape, dtype=np.float32)
+    if priors is not None:
+        assigned = np.where(labels == grey, priors[1], np.where(labels == white, priors[2], priors[0]))
+        disagreement = np.where(mask, 1.0 - assigned, 0.0)
+    slab_end = np.zeros(labels.shape, dtype=np.float32)
+    if slab is not None:
+        axis, factor, protocol = slab
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        slab_end = np.broadcast_to(slab_position(labels.shape[axis], factor, protocol).reshape(shape), labels.shape)
     stack = [one_minus_max, one_minus_margin, mixing, _closeness_to_other_label(labels, spacing), edge_inside,
-             edge_outside, mask, labels == grey, labels == white]
+             edge_outside, mask, labels == grey, labels == white, disagreement, slab_end]
     return np.stack([np.asarray(s, dtype=np.float32) for s in stack])
 
 

@@ -48,14 +48,20 @@ DATA_DIR = ROOT / "benchmarks" / "results" / "uncertainty_calibration"
 CALIBRATION_CASES = ("s17-t1-stripped-brain-LIA", "s18-t2-stripped-brain-LIA", "s18-flair-stripped-brain-LIA",
                      "real-sub23-brain")
 SAMPLES = 300_000  # voxels kept per case and run
+HEAD_SHARE = 0.8
 SEG_SR_SOURCES = ("bspline", "adapt")  # the SR that Atropos segments (B-spline: --model atropos; adapt: the default)
 SR_METHODS = ("adapt", "self")
 SELF_BUDGET = 60.0  # seconds, as benchmarks/uncertainty.py runs self
 
 
-def _pick(n: int, seed: int) -> np.ndarray:
+def _pick(head: np.ndarray, seed: int) -> np.ndarray:
+    """Flat indices: ``HEAD_SHARE`` of ``SAMPLES`` inside the head (the voxels the report scores), the rest
+    around it (the map must stay low there too)."""
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, min(n, SAMPLES), replace=False))
+    inside, outside = np.flatnonzero(head.ravel()), np.flatnonzero(~head.ravel())
+    n_in = min(inside.size, int(HEAD_SHARE * SAMPLES))
+    n_out = min(outside.size, SAMPLES - n_in)
+    return np.sort(np.r_[rng.choice(inside, n_in, replace=False), rng.choice(outside, n_out, replace=False)])
 
 
 def _self_sr(lr, method: str, axis: int, threads: int):
@@ -79,7 +85,7 @@ def collect_case(case: dict, threads: int, log=print) -> None:
     hr, axis = case["hr"], case["axis"]
     lr = simulate_thick_slices(hr, FACTOR, axis)
     intensity_range = float(robust_normalization(lr.array)[2][0])
-    pick = _pick(hr.array[0].size, seed=len(case["name"]))
+    pick = _pick(case["head"], seed=len(case["name"]))
     srs = {}
     for method in SR_METHODS:
         started = time.perf_counter()
@@ -95,7 +101,7 @@ def collect_case(case: dict, threads: int, log=print) -> None:
     srs["bspline"] = predict(lr, model="bspline", tasks=("sr",), scale=FACTOR, axis=axis, device="cpu").outputs["sr"]
     for source in SEG_SR_SOURCES:
         started = time.perf_counter()
-        result = segment_tissues(srs[source], threads=threads, signals=True)
+        result = segment_tissues(srs[source], threads=threads, signals=True, slab=(axis, FACTOR, "sr"))
         error = result.labels != case["labels"]
         np.savez_compressed(DATA_DIR / f"{case['name']}__seg_{source}.npz",
                             x=result.signals.reshape(len(SEG_FEATURES), -1)[:, pick].T, y=error.ravel()[pick],
