@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from JointSRSegLib.degradation import simulate_thick_slices
+from JointSRSegLib.selfsr import robust_normalization
 
 from .common import ROOT, environment, write_result
 from .realistic import _cpu_model, _machine_line, write_section
@@ -155,13 +156,16 @@ def seg_scores(unit_map: np.ndarray, labels: np.ndarray, reference: np.ndarray, 
             "ece": ece, "reliability": table, "decile_error_rates": decile_error_rates(values, error)}
 
 
-def sr_scores(unit_map: np.ndarray, sr: np.ndarray, hr: np.ndarray, mask: np.ndarray) -> dict:
-    """Spearman of the map with |SR - HR| and the top-5 %-in-top-10 % fraction inside ``mask``."""
+def sr_scores(unit_map: np.ndarray, sr: np.ndarray, hr: np.ndarray, mask: np.ndarray,
+              intensity_range: float = 1.0) -> dict:
+    """Spearman of the map with |SR - HR| and the top-5 %-in-top-10 % fraction inside ``mask``; the mean map
+    next to the mean |SR - HR| / ``intensity_range`` (equal for a map calibrated in that unit)."""
     magnitude = np.abs(sr.astype(np.float64) - hr.astype(np.float64))[mask]
     values = unit_map[mask].astype(np.float64)
     pick = _subsample(values.size)
     rho = stats.spearmanr(values[pick], magnitude[pick]).statistic
-    return {"voxels": int(values.size), "spearman": float(rho), "top5_in_top10": top_overlap(values, magnitude)}
+    return {"voxels": int(values.size), "spearman": float(rho), "top5_in_top10": top_overlap(values, magnitude),
+            "mean_map": float(values.mean()), "mean_relative_error": float(magnitude.mean() / intensity_range)}
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -202,6 +206,7 @@ def evaluate(cases, methods: list[str], threads: int, self_budget: float, log=pr
     for case in cases:
         hr = case["hr"]
         lr = simulate_thick_slices(hr, FACTOR, case["axis"])
+        intensity_range = float(robust_normalization(lr.array)[2][0])  # the unit of the calibrated SR maps
         mask, reference = case["head"], case["labels"]
         log(f"case {case['name']}: HR {hr.shape}, axis {case['axis']}")
         plain_seconds: dict[str, float] = {}
@@ -239,7 +244,7 @@ def evaluate(cases, methods: list[str], threads: int, self_budget: float, log=pr
                 row["map_seconds"] = round(map_seconds, 2)
             if "sr" in outputs and "uncertainty_sr" in outputs and model != "atropos":
                 sr = outputs["sr"].array[0]
-                row["sr"] = sr_scores(outputs["uncertainty_sr"].array[0], sr, hr.array[0], mask)
+                row["sr"] = sr_scores(outputs["uncertainty_sr"].array[0], sr, hr.array[0], mask, intensity_range)
                 row["sr_baseline"] = sr_scores(gradient_magnitude(sr), sr, hr.array[0], mask)
             rows.append(row)
             log(f"  {method:36s} " + _line(row))
@@ -268,7 +273,11 @@ def markdown(payload: dict) -> str:
              f"`{payload['command']}` — {_machine_line(env)}; {payload['threads']} threads, "
              f"{payload['date']}. Cases: {', '.join(payload['cases'])} (sr ×{FACTOR}). Maps scored inside the head "
              "mask against the method's own errors; the baselines are the boundary closeness of the method's own "
-             "segmentation and the SR output's gradient magnitude (module docstring of `benchmarks/uncertainty.py`).",
+             "segmentation and the SR output's gradient magnitude (module docstring of `benchmarks/uncertainty.py`). "
+             "The maps of `atropos`, `adapt` and `self` are calibrated (`JointSRSegLib/calibration.py`: P(label "
+             "wrong); expected \\|error\\| / intensity range), fitted on label-map subjects 17–18 and ds002748 "
+             "subject 23 (`benchmarks/uncertainty_calibration.py`, never these cases); a package's maps are raw "
+             "scores.",
              "", "### Segmentation: does the map find the mis-labelled voxels?", "",
              "| Case | Method | Error rate | AUROC | boundary AUROC | AP | boundary AP | ECE (map as P(error)) | "
              "Seconds (overhead) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -279,13 +288,16 @@ def markdown(payload: dict) -> str:
                          f"{fmt(b['auroc'])} | {fmt(s['ap'])} | {fmt(b['ap'])} | {fmt(s['ece'])} | "
                          f"{row['seconds']:.0f} ({fmt(row.get('overhead'), 2)}×) |")
     lines += ["", "### SR: does the map follow |SR − HR|?", "",
+              "Mean map next to the mean \\|SR − HR\\| / intensity range (the 0.5–99.5 percentile spread of the "
+              "input): equal for a map calibrated in that unit (self, adapt); a package's map is a raw score.", "",
               "| Case | Method | Spearman | gradient Spearman | top-5 % errors in top-10 % map | gradient | "
-              "Seconds (overhead) |", "|---|---|---|---|---|---|---|"]
+              "mean map | mean \\|error\\| / range | Seconds (overhead) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in payload["rows"]:
         if "sr" in row:
             s, b = row["sr"], row["sr_baseline"]
             lines.append(f"| {row['case']} | `{row['method']}` | {fmt(s['spearman'])} | {fmt(b['spearman'])} | "
-                         f"{fmt(s['top5_in_top10'])} | {fmt(b['top5_in_top10'])} | {row['seconds']:.0f} "
+                         f"{fmt(s['top5_in_top10'])} | {fmt(b['top5_in_top10'])} | {fmt(s.get('mean_map'), 4)} | "
+                         f"{fmt(s.get('mean_relative_error'), 4)} | {row['seconds']:.0f} "
                          f"({fmt(row.get('overhead'), 2)}×) |")
     errors = [row for row in payload["rows"] if "error" in row]
     if errors:
