@@ -43,7 +43,9 @@ FORMAT = "jointsrseg-uncertainty-calibration/1"
 UNIT_TEXT = {"seg": CALIBRATED_UNITS["uncertainty_seg"], "sr": CALIBRATED_UNITS["uncertainty_sr"]}
 SEG_FEATURES = ("one_minus_max", "one_minus_margin", "label_mixing", "boundary_closeness", "edge_inside",
                 "edge_outside", "inside", "is_gm", "is_wm", "prior_disagreement", "slab_end")
-SR_FEATURES = ("log_spread", "log_grad_inplane", "log_grad_through", "slab_end", "slab_end_sq")
+SR_FEATURES = ("log_spread", "log_spread_smooth", "log_grad_through", "log_grad_through_smooth", "log_grad_inplane",
+               "log_curvature_through_smooth", "log_lr_residual_smooth", "log_local_std_smooth", "slab_end",
+               "slab_end_sq")
 LOG_FLOOR = 1e-3  # normalised units: below this a spread or gradient is noise
 EDGE_MM = 2.0  # closeness to the mask edge: exp(-d / EDGE_MM)
 
@@ -110,22 +112,48 @@ def slab_position(n_out: int, factor: int, protocol: str) -> np.ndarray:
     return (np.abs(centre) / half).astype(np.float32)
 
 
-def sr_features(output: np.ndarray, spread: np.ndarray, axis: int, factor: int, protocol: str) -> np.ndarray:
+def _nearest_acquired(lr: np.ndarray, axis: int, factor: int, protocol: str, n_out: int) -> np.ndarray:
+    """The acquired slice nearest to each output slice (its own thick slab for sr), on the output grid."""
+    k = np.arange(n_out)
+    index = k // factor if protocol == "sr" else np.rint(k / factor).astype(int)
+    return np.take(lr, np.minimum(index, lr.shape[axis] - 1), axis=axis)
+
+
+def sr_features(output: np.ndarray, spread: np.ndarray, lr: np.ndarray, axis: int, factor: int,
+                protocol: str) -> np.ndarray:
     """``(len(SR_FEATURES), I, J, K)`` float32 signals of one SR output (module docstring).
 
-    ``output`` and ``spread`` are ``(I, J, K)`` in normalised units (1 = the robust intensity range):
-    the fused prediction and half the difference of the two plane families.
+    ``output``, ``spread`` and ``lr`` are ``(I, J, K)`` in normalised units (1 = the robust intensity
+    range): the fused prediction, half the difference of the two plane families, and the acquired input.
+    Errors are spatially smooth where the measurement noise is not, so each signal also enters smoothed
+    (Gaussian, 1 voxel): the smoothed plane spread alone ranks |error| better than the raw one.
     """
     output = np.asarray(output, dtype=np.float32)
-    through = np.abs(ndimage.gaussian_filter(output, sigma=1.0, order=[1 if a == axis else 0 for a in range(3)]))
-    inplane = np.sqrt(sum(ndimage.gaussian_filter(output, sigma=1.0, order=[1 if a == b else 0 for a in range(3)]) ** 2
-                          for b in range(3) if b != axis))
+
+    def smooth(a):
+        return ndimage.gaussian_filter(a, sigma=1.0)
+
+    def derivative(order_through: int, b: int | None = None):
+        order = [order_through if a == axis else 0 for a in range(3)]
+        if b is not None:
+            order[b] = 1
+        return ndimage.gaussian_filter(output, sigma=1.0, order=order)
+
+    through = np.abs(derivative(1))
+    inplane = np.sqrt(sum(derivative(0, b) ** 2 for b in range(3) if b != axis))
+    curvature = np.abs(derivative(2))
+    acquired = _nearest_acquired(np.asarray(lr, np.float32), axis, factor, protocol, output.shape[axis])
+    residual = np.abs(output - acquired)
+    mean = ndimage.uniform_filter(output, 3)
+    local_std = np.sqrt(np.maximum(ndimage.uniform_filter(output * output, 3) - mean * mean, 0.0))
+    spread = np.asarray(spread, dtype=np.float32)
     shape = [1, 1, 1]
     shape[axis] = -1
     slab = np.broadcast_to(slab_position(output.shape[axis], factor, protocol).reshape(shape), output.shape)
-    stack = [np.log(np.asarray(spread, dtype=np.float32) + LOG_FLOOR), np.log(inplane + LOG_FLOOR),
-             np.log(through + LOG_FLOOR), slab, slab * slab]
-    return np.stack([np.asarray(s, dtype=np.float32) for s in stack])
+    logs = [spread, smooth(spread), through, smooth(through), inplane, smooth(curvature), smooth(residual),
+            smooth(local_std)]
+    stack = [np.log(a + LOG_FLOOR) for a in logs] + [slab, slab * slab]
+    return np.stack([np.asarray(a, dtype=np.float32) for a in stack])
 
 
 # ---------------------------------------------------------------------------------------- fitting

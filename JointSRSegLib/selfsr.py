@@ -400,8 +400,8 @@ def self_supervised_sr(
     uncertainty_seconds = 0.0
     if uncertainty_out is not None:
         map_start = time.perf_counter()
-        uncertainty_out.update(_calibrated_map(fused, first_inner, fused_inner, out_box, grid, protocol, factor, axis,
-                                               start, volume.source, signals="signals" in uncertainty_out))
+        uncertainty_out.update(_calibrated_map(fused, norm, first_inner, fused_inner, out_box, grid, protocol, factor,
+                                               axis, start, volume.source, signals="signals" in uncertainty_out))
         uncertainty_seconds = time.perf_counter() - map_start
     infer_seconds = time.perf_counter() - infer_start - uncertainty_seconds
     _check_cancel(cancel)
@@ -458,7 +458,7 @@ def self_supervised_sr(
     return volume.with_grid(out, grid), report
 
 
-def _calibrated_map(fused, first_inner, fused_inner, out_box, grid, protocol, factor, axis, start, source,
+def _calibrated_map(fused, norm, first_inner, fused_inner, out_box, grid, protocol, factor, axis, start, source,
                     signals: bool = False) -> dict:
     """``uncertainty_sr``: the expected |error| as a fraction of the robust intensity range
     (:mod:`JointSRSegLib.calibration`), from where the two plane families disagree and the output's own
@@ -477,7 +477,7 @@ def _calibrated_map(fused, first_inner, fused_inner, out_box, grid, protocol, fa
         entry = None
     spread = np.zeros(tuple(grid.size), dtype=np.float32)
     spread[tuple(out_box[1:])] = np.abs(first_inner - fused_inner).max(axis=0)
-    raw = sr_features(fused[0], spread, axis, factor, protocol)
+    raw = sr_features(fused[0], spread, norm[0], axis, factor, protocol)
     out = {}
     if entry is not None:
         unit = expected_error(entry, raw)

@@ -52,12 +52,19 @@ def test_seg_features_on_a_known_segmentation():
     assert f["is_gm"][3, 3, 3] == 1 and f["is_wm"][5, 5, 5] == 1 and f["inside"][0, 0, 0] == 0
 
 
-def test_sr_features_follow_the_spread_and_the_slab():
+def test_sr_features_follow_the_spread_the_acquired_slice_and_the_slab():
     output = np.zeros((8, 8, 16), np.float32)
+    output[:, :, 4:8] = 0.5  # the second slab is brighter than the slice it came from
+    lr = np.zeros((8, 8, 4), np.float32)
     spread = np.full_like(output, 0.01)
-    f = dict(zip(c.SR_FEATURES, c.sr_features(output, spread, axis=2, factor=4, protocol="sr")))
+    f = dict(zip(c.SR_FEATURES, c.sr_features(output, spread, lr, axis=2, factor=4, protocol="sr")))
     assert f["log_spread"][0, 0, 0] == pytest.approx(np.log(0.01 + c.LOG_FLOOR))
-    assert f["log_grad_inplane"].max() == pytest.approx(np.log(c.LOG_FLOOR))  # a flat image has no gradient
+    assert f["log_spread_smooth"][3, 3, 3] == pytest.approx(np.log(0.01 + c.LOG_FLOOR), abs=1e-5)
+    assert f["log_grad_inplane"].max() == pytest.approx(np.log(c.LOG_FLOOR), abs=1e-4)  # flat in-plane
+    assert f["log_grad_through"][4, 4, 4] > f["log_grad_through"][4, 4, 14]  # at the step, not far from it
+    residual = f["log_lr_residual_smooth"][4, 4]
+    assert residual[6] == pytest.approx(np.log(0.5 * 0.9545 + c.LOG_FLOOR), abs=0.05)  # slab 1 differs from lr
+    assert residual[13] == pytest.approx(np.log(c.LOG_FLOOR), abs=1e-3)  # slab 3 equals its acquired slice
     np.testing.assert_allclose(f["slab_end"][0, 0, :4], [0.75, 0.25, 0.25, 0.75])
 
 

@@ -45,8 +45,7 @@ from .common import ROOT, write_result
 from .realistic_cases import FACTOR, generate_cases
 
 DATA_DIR = ROOT / "benchmarks" / "results" / "uncertainty_calibration"
-CALIBRATION_CASES = ("s17-t1-stripped-brain-LIA", "s18-t2-stripped-brain-LIA", "s18-flair-stripped-brain-LIA",
-                     "real-sub23-brain")
+CALIBRATION_CASES = ("s17-t1-stripped-brain-LIA", "s18-t2-stripped-brain-LIA", "real-sub23-brain")
 SAMPLES = 300_000  # voxels kept per case and run
 HEAD_SHARE = 0.8
 SEG_SR_SOURCES = ("bspline", "adapt")  # the SR that Atropos segments (B-spline: --model atropos; adapt: the default)
