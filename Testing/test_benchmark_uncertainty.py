@@ -100,6 +100,8 @@ def test_markdown_lists_every_scored_row_and_failure():
     assert "| c1 | `atropos:auto` | 0.200 | 0.910 | 0.800 |" in text
     assert "| c1 | `self:auto` | 0.400 | 0.200 | 0.300 | 0.100 | – | – | 60 (–×) |" in text
     assert "c2 `x:auto`: InputError: nope" in text
+    assert "| c1 | `atropos:auto` | none |" in text  # meets every target
+    assert "| c1 | `self:auto` | Spearman 0.400 < 0.5 |" in text
 
 
 def test_merge_replaces_a_re_run_row_and_keeps_the_rest():

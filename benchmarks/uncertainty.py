@@ -61,6 +61,7 @@ DEFAULT_CASES = ("s19-t1-stripped-brain-LIA", "s19-t2-stripped-brain-LIA", "real
 DEFAULT_METHODS = ("swinsr-unetr-brain-small:auto", "swinsr-unetr-brain-small:tta", "atropos:auto",
                    "adapt+atropos:auto", "self:auto")
 SELF_TRAINED = ("self", "adapt")
+TARGETS = {"auroc": 0.90, "ece": 0.05, "spearman": 0.5, "overhead": 2.0}
 BINS = 10
 MAX_RANKED = 2_000_000  # voxels ranked per map (a fixed-seed subsample beyond that)
 
@@ -263,6 +264,29 @@ def _line(row: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ report
+def missed_targets(row: dict) -> list[str]:
+    """The issue's targets one scored row misses (module docstring), in words."""
+    missed = []
+    if "seg" in row:
+        s, b = row["seg"], row["seg_baseline"]
+        if not s["auroc"] >= TARGETS["auroc"]:
+            missed.append(f"AUROC {s['auroc']:.3f} < {TARGETS['auroc']}")
+        if not s["auroc"] > b["auroc"]:
+            missed.append(f"AUROC not above the boundary baseline ({b['auroc']:.3f})")
+        if not s["ece"] <= TARGETS["ece"]:
+            missed.append(f"ECE {s['ece']:.3f} > {TARGETS['ece']}")
+    if "sr" in row:
+        s, b = row["sr"], row["sr_baseline"]
+        if not s["spearman"] >= TARGETS["spearman"]:
+            missed.append(f"Spearman {s['spearman']:.3f} < {TARGETS['spearman']}")
+        if not s["spearman"] > b["spearman"]:
+            missed.append(f"Spearman not above the gradient baseline ({b['spearman']:.3f})")
+    if row.get("overhead") is not None and not row["overhead"] <= TARGETS["overhead"]:
+        missed.append(f"overhead {row['overhead']:.2f}x > {TARGETS['overhead']}x")
+    return missed
+
+
+
 def fmt(value, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
@@ -299,6 +323,9 @@ def markdown(payload: dict) -> str:
                          f"{fmt(s['top5_in_top10'])} | {fmt(b['top5_in_top10'])} | {fmt(s.get('mean_map'), 4)} | "
                          f"{fmt(s.get('mean_relative_error'), 4)} | {row['seconds']:.0f} "
                          f"({fmt(row.get('overhead'), 2)}×) |")
+    lines += ["", "### Targets (issue #17), row by row", "", "| Case | Method | Missed |", "|---|---|---|"]
+    lines += [f"| {row['case']} | `{row['method']}` | {', '.join(missed_targets(row)) or 'none'} |"
+              for row in payload["rows"] if "seg" in row or "sr" in row]
     errors = [row for row in payload["rows"] if "error" in row]
     if errors:
         lines += ["", "Failed: " + "; ".join(f"{r['case']} `{r['method']}`: {r['error']}" for r in errors)]
