@@ -69,13 +69,40 @@ def test_sr_features_follow_the_spread_the_acquired_slice_and_the_slab():
 
 
 def test_calibrated_maps_apply_their_entry_and_refuse_a_foreign_one():
-    entry = {"features": list(c.SR_FEATURES), "weights": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]}  # E = exp(log spread)
-    features = np.stack([np.log(np.full((2, 2, 2), 0.04))] + [np.zeros((2, 2, 2))] * 4)
+    n = len(c.SR_FEATURES)
+    entry = {"features": list(c.SR_FEATURES), "weights": [1.0] + [0.0] * n}  # E = exp(log spread)
+    features = np.stack([np.log(np.full((2, 2, 2), 0.04))] + [np.zeros((2, 2, 2))] * (n - 1))
     np.testing.assert_allclose(c.expected_error(entry, features), 0.04, rtol=1e-5)
     seg_entry = {"features": list(c.SEG_FEATURES), "weights": [0.0] * len(c.SEG_FEATURES) + [0.0]}
     np.testing.assert_allclose(c.error_probability(seg_entry, np.zeros((len(c.SEG_FEATURES), 2, 2, 2))), 0.5)
     with pytest.raises(InputError, match="calibration features"):
         c.error_probability(entry, features)
+
+
+def test_network_entry_is_applied_as_stored():
+    """A one-hidden-layer entry by hand: h = relu(W1 (x - mean) / std + b1), logit = W2 h + b2."""
+    k = len(c.SEG_FEATURES)
+    w1 = np.zeros((2, k))
+    w1[0, 0], w1[1, 0] = 1.0, -1.0
+    entry = {"model": "mlp", "features": list(c.SEG_FEATURES), "mean": [0.5] + [0.0] * (k - 1),
+             "std": [0.25] + [1.0] * (k - 1),
+             "layers": [{"weight": w1.tolist(), "bias": [0.0, 0.0]}, {"weight": [[2.0, 1.0]], "bias": [-1.0]}]}
+    features = np.zeros((k, 3, 1, 1))
+    features[0, :, 0, 0] = [0.25, 0.5, 1.0]  # standardised: -1, 0, 2 -> hidden (0, 1), (0, 0), (2, 0)
+    logits = np.array([1.0 * 1 - 1.0, -1.0, 2.0 * 2 - 1.0])
+    np.testing.assert_allclose(c.error_probability(entry, features)[:, 0, 0], 1 / (1 + np.exp(-logits)), rtol=1e-5)
+
+
+def test_fit_mlp_is_calibrated_on_its_data_and_deterministic():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20_000, len(c.SEG_FEATURES))).astype(np.float32)
+    p = 1.0 / (1.0 + np.exp(-(2.0 * np.abs(x[:, 0]) - 2.0)))  # not linear in x: |x0|
+    y = rng.random(len(x)) < p
+    entry = {"features": list(c.SEG_FEATURES), **c.fit_mlp(x, y, "logit", epochs=60)}
+    predicted = c.error_probability(entry, x.T.reshape(len(c.SEG_FEATURES), -1, 1, 1))[:, 0, 0]
+    assert abs(float(predicted.mean()) - float(y.mean())) < 0.03
+    assert np.corrcoef(predicted, p)[0, 1] > 0.95
+    assert c.fit_mlp(x, y, "logit", epochs=60)["layers"] == entry["layers"]
 
 
 def test_calibrated_summary_reports_the_fraction_of_the_region_above_threshold():

@@ -38,6 +38,7 @@ from JointSRSegLib.calibration import (
     expected_error,
     fit_log_linear,
     fit_logistic,
+    fit_mlp,
 )
 from JointSRSegLib.degradation import simulate_thick_slices
 
@@ -157,37 +158,45 @@ def _sr_scores(entry, data) -> dict:
             "mean_error_head": round(float(data["y"][head].mean()), 5)}
 
 
-def _entry(kind: str, features, weights, cases, scores, held_out) -> dict:
-    return {"model": kind, "features": list(features), "weights": [round(float(w), 6) for w in weights],
-            "fitted_on": sorted(cases), "in_sample": scores, "leave_one_case_out": held_out}
-
-
-def fit_method(kinds: list[str], features, fitter, scorer, model: str) -> dict:
+def fit_method(kinds: list[str], features, linear_fitter, link: str, scorer, metric: str) -> dict:
+    """Fit the linear model and the small network on every case of ``kinds``, score both with each case
+    left out in turn, and keep the one with the better mean held-out ``metric`` (the other's figures stay
+    in the entry, ``alternative``)."""
     pooled = {f"{case}/{kind}": data for kind in kinds for case, data in _load(kind).items()}
     if not pooled:
         raise SystemExit(f"no calibration data for {kinds} in {DATA_DIR}: run 'collect' first")
-
-    def weights_of(parts):
-        x = np.concatenate([d["x"] for d in parts])
-        y = np.concatenate([d["y"] for d in parts]).astype(np.float64)
-        return fitter(x, y)
-
-    weights = weights_of(list(pooled.values()))
-    entry = _entry(model, features, weights, pooled, {}, {})
-    entry["in_sample"] = {name: scorer(entry, data) for name, data in pooled.items()}
+    fitters = {"linear": lambda x, y: {"model": "linear", "weights": [round(float(w), 6) for w in linear_fitter(x, y)]},
+               "mlp": lambda x, y: fit_mlp(x, y, link)}
     cases = sorted({name.split("/")[0] for name in pooled})
-    if len(cases) > 1:
-        for case in cases:
-            held = {**entry, "weights": list(weights_of([d for n, d in pooled.items() if not n.startswith(case)]))}
+    entries = {}
+    for model, fitter in fitters.items():
+        def fitted(parts, fitter=fitter):
+            x = np.concatenate([d["x"] for d in parts])
+            y = np.concatenate([d["y"] for d in parts]).astype(np.float64)
+            return {"features": list(features), **fitter(x, y)}
+
+        entry = fitted(list(pooled.values()))
+        entry["in_sample"] = {name: scorer(entry, data) for name, data in pooled.items()}
+        entry["leave_one_case_out"] = {}
+        for case in cases if len(cases) > 1 else ():
+            held = fitted([d for n, d in pooled.items() if not n.startswith(case)])
             entry["leave_one_case_out"].update({n: scorer(held, d) for n, d in pooled.items() if n.startswith(case)})
-    return entry
+        scores = entry["leave_one_case_out"] or entry["in_sample"]
+        entry["held_out_mean"] = round(float(np.mean([v[metric] for v in scores.values()])), 4)
+        entry["fitted_on"] = sorted(pooled)
+        entries[model] = entry
+        print(f"{kinds} {model}: mean held-out {metric} {entry['held_out_mean']}", flush=True)
+    best = max(entries, key=lambda m: entries[m]["held_out_mean"])
+    other = next(m for m in entries if m != best)
+    return {**entries[best], "alternative": {k: v for k, v in entries[other].items()
+                                             if k in ("model", "held_out_mean", "leave_one_case_out", "in_sample")}}
 
 
 def fit(out: Path) -> None:
     methods = {
-        "atropos": fit_method([f"seg_{s}" for s in SEG_SR_SOURCES], SEG_FEATURES, fit_logistic, _seg_scores,
-                              "logistic"),
-        **{m: fit_method([f"sr_{m}"], SR_FEATURES, fit_log_linear, _sr_scores, "log-linear")
+        "atropos": fit_method([f"seg_{s}" for s in SEG_SR_SOURCES], SEG_FEATURES, fit_logistic, "logit", _seg_scores,
+                              "auroc_head"),
+        **{m: fit_method([f"sr_{m}"], SR_FEATURES, fit_log_linear, "log", _sr_scores, "spearman_head")
            for m in SR_METHODS},
     }
     for method, entry in methods.items():
