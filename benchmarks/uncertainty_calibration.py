@@ -77,7 +77,7 @@ def _self_sr(lr, method: str, axis: int, threads: int):
     return sr, extra["signals"]
 
 
-def collect_case(case: dict, threads: int, log=print) -> None:
+def collect_case(case: dict, threads: int, seg_sources=SEG_SR_SOURCES, log=print) -> None:
     from JointSRSegLib.api import predict
     from JointSRSegLib.atropos import segment_tissues
     from JointSRSegLib.selfsr import robust_normalization
@@ -99,7 +99,7 @@ def collect_case(case: dict, threads: int, log=print) -> None:
     if case["labels"] is None:
         return
     srs["bspline"] = predict(lr, model="bspline", tasks=("sr",), scale=FACTOR, axis=axis, device="cpu").outputs["sr"]
-    for source in SEG_SR_SOURCES:
+    for source in seg_sources:
         started = time.perf_counter()
         result = segment_tissues(srs[source], threads=threads, signals=True, slab=(axis, FACTOR, "sr"))
         error = result.labels != case["labels"]
@@ -110,12 +110,12 @@ def collect_case(case: dict, threads: int, log=print) -> None:
             f"{error[case['head']].mean():.3f}")
 
 
-def collect(names, threads: int) -> None:
+def collect(names, threads: int, seg_sources=SEG_SR_SOURCES) -> None:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     for case in generate_cases("calibration", "brain", orientations=("LIA",), only=list(names)):
         if case["name"] in names:
             print(f"case {case['name']}: HR {case['hr'].shape}", flush=True)
-            collect_case(case, threads, log=lambda text: print(text, flush=True))
+            collect_case(case, threads, seg_sources, log=lambda text: print(text, flush=True))
 
 
 # ------------------------------------------------------------------------------------------------ fit
@@ -214,10 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("step", choices=("collect", "fit"))
     parser.add_argument("--only", nargs="+", default=list(CALIBRATION_CASES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seg-sources", nargs="+", default=list(SEG_SR_SOURCES), choices=SEG_SR_SOURCES,
+                        help="the SR outputs Atropos segments (collect)")
     parser.add_argument("--out", type=Path, default=CALIBRATION_FILE)
     args = parser.parse_args(argv)
     if args.step == "collect":
-        collect(args.only, args.threads)
+        collect(args.only, args.threads, tuple(args.seg_sources))
     else:
         fit(args.out)
 
