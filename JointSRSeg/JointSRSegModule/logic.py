@@ -676,7 +676,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         if key is None:
             return None
         uncertainty = nodes.volume_from_nodes([outputs[key]])
-        found = {k: v for k, v in outputs.items() if k in ("sr", "interp", "seg")}
+        found = {k: v for k, v in outputs.items() if k in TASKS}
         target = outputs.get("seg") or self._uncertainTarget(inputNode, found, uncertainty.grid)
         nodes.add_uncertain_voxels_segment(target, uncertainty, float(threshold))
         if key == "uncertainty_seg" and "seg" in outputs:
