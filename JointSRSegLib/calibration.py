@@ -18,9 +18,10 @@ ds002748 subject 23 -- never trained on by a shipped network and never in a repo
   the log gradient magnitude of the output in-plane and through-plane, and the position inside the
   thick slab (error grows towards the slab's ends).
 
-Both models are fitted by Newton's method on a fixed-seed subsample of the calibration voxels
-(:func:`fit_logistic`, :func:`fit_log_linear`); ``training/fit_uncertainty_calibration.py`` does it and
-writes the coefficients with their provenance.  ``benchmarks/uncertainty.py`` scores the result on the
+Each is fitted twice on a fixed-seed subsample of the calibration voxels -- as a linear model by Newton's
+method (:func:`fit_logistic`, :func:`fit_log_linear`) and as a small ReLU network trained on the same
+likelihood (:func:`fit_mlp`) -- and the one that ranks a left-out calibration case's errors better is
+stored; ``benchmarks/uncertainty_calibration.py`` does it and writes the weights with their provenance.  ``benchmarks/uncertainty.py`` scores the result on the
 report's cases.
 """
 
@@ -212,8 +213,9 @@ def fit_mlp(features: np.ndarray, target: np.ndarray, link: str, hidden: Sequenc
 
     ``link="logit"``: trained by binary cross-entropy, so ``sigmoid(output)`` is P(target); ``"log"``: by
     the Poisson deviance, so ``exp(output)`` is E[target].  Both are proper scoring rules: on the data it
-    is fitted to, the output is calibrated, while the hidden layers combine the signals non-linearly (on
-    the first calibration case the segmentation AUROC rose from 0.84, logistic, to 0.90 on held-back voxels).
+    is fitted to, the output is calibrated, while the hidden layers combine the signals non-linearly.  With
+    each calibration case left out in turn it ranked that case's errors better than the linear model
+    (segmentation AUROC 0.79 vs 0.73; adapt Spearman 0.44 vs 0.43; self 0.50 vs 0.50: the stored file).
     Deterministic: fixed seed, one thread, a fixed batch order.
     """
     import torch

@@ -141,6 +141,11 @@ def _ece(probability, error, bins: int = 10) -> float:
                      for b in range(bins) if np.any(index == b)))
 
 
+def _finite(value: float, digits: int = 4) -> float | None:
+    """Rounded, or None for NaN (a constant map has no rank correlation; JSON has no NaN)."""
+    return round(float(value), digits) if np.isfinite(value) else None
+
+
 def _seg_scores(entry, data) -> dict:
     p = error_probability(entry, data["x"].T)
     head = data["head"].astype(bool)
@@ -152,8 +157,8 @@ def _seg_scores(entry, data) -> dict:
 def _sr_scores(entry, data) -> dict:
     e = expected_error(entry, data["x"].T)
     head = data["head"].astype(bool)
-    return {"spearman_head": round(float(stats.spearmanr(e[head], data["y"][head]).statistic), 4),
-            "raw_spearman_head": round(float(stats.spearmanr(data["x"][head, 0], data["y"][head]).statistic), 4),
+    return {"spearman_head": _finite(stats.spearmanr(e[head], data["y"][head]).statistic),
+            "raw_spearman_head": _finite(stats.spearmanr(data["x"][head, 0], data["y"][head]).statistic),
             "mean_predicted_head": round(float(e[head].mean()), 5),
             "mean_error_head": round(float(data["y"][head].mean()), 5)}
 
