@@ -21,8 +21,8 @@ ds002748 subject 23 -- never trained on by a shipped network and never in a repo
 Each is fitted twice on a fixed-seed subsample of the calibration voxels -- as a linear model by Newton's
 method (:func:`fit_logistic`, :func:`fit_log_linear`) and as a small ReLU network trained on the same
 likelihood (:func:`fit_mlp`) -- and the one that ranks a left-out calibration case's errors better is
-stored; ``benchmarks/uncertainty_calibration.py`` does it and writes the weights with their provenance.  ``benchmarks/uncertainty.py`` scores the result on the
-report's cases.
+stored; ``benchmarks/uncertainty_calibration.py`` does it and writes the weights with their provenance.
+``benchmarks/uncertainty.py`` scores the result on the report's cases.
 """
 
 from __future__ import annotations

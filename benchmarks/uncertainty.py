@@ -293,15 +293,21 @@ def fmt(value, digits: int = 3) -> str:
 
 def markdown(payload: dict) -> str:
     env = payload["environment"]
+    runs = payload.get("runs", [])
+    when = "threads and dates per run below" if len(runs) > 1 else f"{payload['threads']} threads, {payload['date']}"
     lines = [BEGIN, "## Uncertainty calibration (data never trained on)", "",
-             f"`{payload['command']}` — {_machine_line(env)}; {payload['threads']} threads, "
-             f"{payload['date']}. Cases: {', '.join(payload['cases'])} (sr ×{FACTOR}). Maps scored inside the head "
+             f"`{payload['command']}` — {_machine_line(env)}; {when}. Cases: {', '.join(payload['cases'])} "
+             f"(sr ×{FACTOR}). Maps scored inside the head "
              "mask against the method's own errors; the baselines are the boundary closeness of the method's own "
              "segmentation and the SR output's gradient magnitude (module docstring of `benchmarks/uncertainty.py`). "
              "The maps of `atropos`, `adapt` and `self` are calibrated (`JointSRSegLib/calibration.py`: P(label "
              "wrong); expected \\|error\\| / intensity range), fitted on label-map subjects 17–18 and ds002748 "
              "subject 23 (`benchmarks/uncertainty_calibration.py`, never these cases); a package's maps are raw "
              "scores.",
+             *([""] + [f"Run {i + 1}: `{run['command']}` — {run['threads']} thread(s), OMP_NUM_THREADS="
+                       f"{run['omp_num_threads']}, {run['date']}; methods {', '.join(run['methods'])} (a row comes "
+                       "from the last run that measured its case and method)." for i, run in
+                       enumerate(payload.get("runs", []))] if len(payload.get("runs", [])) > 1 else []),
              "", "### Segmentation: does the map find the mis-labelled voxels?", "",
              "| Case | Method | Error rate | AUROC | boundary AUROC | AP | boundary AP | ECE (map as P(error)) | "
              "Seconds (overhead) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -365,6 +371,13 @@ def reliability_png(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def _run_record(payload: dict) -> dict:
+    """What one run was: its command, threads, date, methods and OMP setting (kept through merges)."""
+    env = payload.get("environment", {})
+    return {"command": payload["command"], "threads": payload.get("threads"), "date": payload.get("date"),
+            "methods": payload.get("methods", []), "omp_num_threads": env.get("omp_num_threads", "not recorded")}
+
+
 def merge_payloads(payloads: list[dict]) -> dict:
     """One report from several runs (a method re-run on a case replaces that row); every command is kept."""
     rows: dict[tuple[str, str], dict] = {}
@@ -372,7 +385,8 @@ def merge_payloads(payloads: list[dict]) -> dict:
         rows.update({(row["case"], row["method"]): row for row in payload["rows"]})
     cases = list(dict.fromkeys(case for payload in payloads for case in payload["cases"]))
     order = {case: i for i, case in enumerate(cases)}
-    return {**payloads[0], "command": " ; ".join(p["command"] for p in payloads), "cases": cases,
+    runs = [run for p in payloads for run in p.get("runs") or [_run_record(p)]]
+    return {**payloads[0], "command": " ; ".join(p["command"] for p in payloads), "cases": cases, "runs": runs,
             "methods": list(dict.fromkeys(m for p in payloads for m in p["methods"])),
             "rows": sorted(rows.values(), key=lambda row: order.get(row["case"], len(order))),
             "wall_s": round(sum(p["wall_s"] for p in payloads), 1)}
