@@ -16,7 +16,13 @@ import slicer
 import vtk
 from JointSRSegModule.checks import DEVICES, SEG_MODEL_NONE
 from JointSRSegModule.dependencies import DependencyInstaller
-from JointSRSegModule.logic import SEG_MODELS, CancelledError, InputError, JointSRSegLogic  # noqa: F401 (re-exported)
+from JointSRSegModule.logic import (  # noqa: F401 (re-exported)
+    SEG_MODELS,
+    CancelledError,
+    InputError,
+    JointSRSegLogic,
+    likely_wrong_text,
+)
 from JointSRSegModule.sample_data import register_sample_data
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -52,7 +58,9 @@ class JointSRSeg(ScriptedLoadableModule):
 (gapped acquisitions).</li>
 <li><b>Segmentation</b>: labels on the SR grid, as a segmentation node with the model's
 segment names and colours, SNOMED CT terminology, and the SR volume as its source volume.</li>
-<li><b>Uncertainty</b>: 0 (certain) to 1 (uncertain), shown over the SR volume.</li>
+<li><b>Uncertainty</b>: shown over the SR volume, its legend in the map's unit: the probability
+that a label is wrong (Atropos) or the expected absolute error as a fraction of the intensity range
+(self, adapt), calibrated on held-out scans; a package's own maps are uncalibrated 0-1 scores.</li>
 </ul>
 <p>Models: classical interpolators (B-spline, Lanczos...) and trained packages based on
 <a href="https://arxiv.org/abs/2108.10257">SwinIR</a> /
@@ -156,6 +164,7 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.deviceComboBox.currentTextChanged.connect(self._updateDeviceLabel)
         self.ui.overlayOpacitySlider.valueChanged.connect(lambda value: self.logic.setOverlayOpacity(value))
+        self.ui.uncertainThresholdSlider.valueChanged.connect(self.onThresholdChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.cancelButton.enabled = False
@@ -390,6 +399,19 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
         self._timer.start()
 
+    def onThresholdChanged(self, value: float) -> None:
+        """Live: outline the last run's 'likely wrong' voxels at the new threshold and say how much they cover."""
+        p = self._parameterNode
+        if p is None or not p.markUncertainVoxels or p.inputVolume is None or self._run is not None:
+            return
+        try:
+            found = self.logic.outlineLikelyWrong(p.inputVolume, value)
+        except InputError as error:
+            self.ui.statusLabel.text = f"Cannot outline: {error}"
+            return
+        if found is not None:
+            self.ui.statusLabel.text = likely_wrong_text(found, value)
+
     def onCancelButton(self) -> None:
         if self._run is not None:
             self._run.cancel()  # kills the worker's process tree; _poll then reports "Cancelled"
@@ -427,7 +449,11 @@ class JointSRSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputSegmentation = outputs.get("seg", p.outputSegmentation)
             p.outputUncertainty = outputs.get("uncertainty_sr", p.outputUncertainty)
         seconds = outputs[next(iter(outputs))].GetAttribute("JointSRSeg.runTimeSeconds") if outputs else "?"
-        self._finish(f"Done in {seconds} s: {', '.join(n.GetName() for n in outputs.values())}")
+        message = f"Done in {seconds} s: {', '.join(n.GetName() for n in outputs.values())}"
+        if p.markUncertainVoxels and p.inputVolume is not None:
+            found = self.logic.outlineLikelyWrong(p.inputVolume, p.uncertainThreshold)
+            message += f"\n{likely_wrong_text(found, p.uncertainThreshold)}" if found else ""
+        self._finish(message)
 
     def _showProgress(self, fraction: float, stage: str) -> None:
         self.ui.progressBar.visible = True

@@ -244,6 +244,7 @@ def _run_with_atropos(
                 uncertainty=uncertainty,
                 priors=options.get("atropos_priors") or DEFAULT_PRIORS,
                 prior_weight=float(options.get("atropos_prior_weight", DEFAULT_PRIOR_WEIGHT)),
+                slab=None if source is volume else (axis, factor, "interp" if "interp" in outputs else "sr"),
             )
         outputs["seg"] = Volume.from_grid(result.labels[None], source.grid, source=volume.source)
         if result.uncertainty is not None:

@@ -49,13 +49,16 @@ Steps, all on the input grid with its exact spacing, origin and direction:
    and turned every T2 phantom into FLAIR (its GM shell outweighs the WM core in summed depth).
 
 Output: uint8 labels 0 background (and CSF), 1 grey matter, 2 white matter
-(:mod:`JointSRSegLib.tissue_classes`), and optionally 1 - max posterior as the uncertainty.
+(:mod:`JointSRSegLib.tissue_classes`), and optionally the uncertainty: the calibrated probability that a
+voxel's label is wrong (:mod:`JointSRSegLib.calibration`: posterior, label disagreement, closeness to a
+boundary and to the mask edge, combined by a logistic model fitted on calibration cases).
 Deterministic: k-means initialisation, fixed ``ANTS_RANDOM_SEED``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,8 +118,9 @@ FOREGROUND_FRACTION = 0.25
 @dataclass
 class TissueSegmentation:
     labels: np.ndarray  # (I, J, K) uint8: 0 background / CSF, 1 GM, 2 WM
-    uncertainty: np.ndarray | None  # (I, J, K) float32 in [0, 1]: 1 - max posterior (0 outside the mask)
+    uncertainty: np.ndarray | None  # (I, J, K) float32 in [0, 1]: calibrated P(label wrong)
     report: dict = field(default_factory=dict)
+    signals: np.ndarray | None = None  # (F, I, J, K) raw calibration signals (``signals=True``)
 
 
 def import_ants():
@@ -332,8 +336,15 @@ def segment_tissues(
     uncertainty: bool = False,
     priors: str = DEFAULT_PRIORS,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    signals: bool = False,
+    slab: tuple[int, int, str] | None = None,
 ) -> TissueSegmentation:
-    """GM/WM labels of a single-channel ``volume`` on its own grid (module docstring)."""
+    """GM/WM labels of a single-channel ``volume`` on its own grid (module docstring).
+
+    ``uncertainty``: also the calibrated P(label wrong); ``signals``: also its raw inputs
+    (:func:`JointSRSegLib.calibration.seg_features`), for fitting the calibration; ``slab``:
+    ``(axis, factor, protocol)`` when ``volume`` is an SR / interpolation output (one of its signals).
+    """
     if priors not in PRIOR_MODES:
         raise InputError("atropos", f"priors must be one of {', '.join(PRIOR_MODES)}, not {priors!r}")
     if not 0.0 <= float(prior_weight) <= 1.0:
@@ -393,10 +404,17 @@ def segment_tissues(
     for c, tissue in mapping.items():
         lut[c] = tissue
     labels = lut[classes] * mask
-    unit = None
-    if uncertainty:
-        unit = np.where(mask, 1.0 - posteriors.max(axis=0), 0.0).astype(np.float32)
-        unit = np.clip(unit, 0.0, 1.0)
+    unit = raw = unit_summary = None
+    map_started = time.perf_counter()
+    if uncertainty or signals:
+        from .calibration import calibrated_summary, calibration_entry, error_probability, seg_features
+
+        raw = seg_features(posteriors, labels, mask, spacing, GREY_MATTER, WHITE_MATTER,
+                           priors=prior_stack if used_priors else None, slab=slab)
+        if uncertainty:
+            unit = error_probability(calibration_entry("atropos"), raw)
+            unit_summary = calibrated_summary(unit, "uncertainty_seg", mask, "brain", "atropos")
+    map_seconds = time.perf_counter() - map_started
     voxel_ml = float(np.prod(spacing)) / 1000.0
     report = {
         "contrast": contrast,
@@ -416,5 +434,7 @@ def segment_tissues(
             "gm": round(float((labels == GREY_MATTER).sum()) * voxel_ml, 2),
             "wm": round(float((labels == WHITE_MATTER).sum()) * voxel_ml, 2),
         },
+        **({"uncertainty": {"uncertainty_seg": unit_summary},
+            "uncertainty_seconds": round(map_seconds, 3)} if unit_summary is not None else {}),
     }
-    return TissueSegmentation(labels.astype(np.uint8), unit, report)
+    return TissueSegmentation(labels.astype(np.uint8), unit, report, raw if signals else None)

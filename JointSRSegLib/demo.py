@@ -10,6 +10,7 @@ import numpy as np
 
 from .api import predict
 from .baselines import upsample_image
+from .calibration import display_scale, map_units
 from .defaults import SEGMENTATION_PEER, choose_default, realistic_record, shipped_packages, shipped_priors
 from .degradation import crop_to_grid, simulate_thick_slices
 from .evaluation import evaluate_volumes
@@ -17,6 +18,7 @@ from .io import read_volume
 from .outputs import write_outputs
 from .preview import render_preview
 from .progress import TqdmProgress
+from .vocabulary import RAW_UNCERTAINTY_UNIT
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 SAMPLE_T1 = SAMPLE_DIR / "MNI152_T1_1mm.nii.gz"
@@ -104,7 +106,9 @@ def run_demo(
         "metrics_vs_hr": scores,
     }
     lr_on_grid = upsample_image(lr, "sr", DEMO_FACTOR, DEMO_AXIS, "nearest")
-    uncertainty = outputs.get("uncertainty_sr") or outputs.get("uncertainty_seg")
+    key = "uncertainty_sr" if "uncertainty_sr" in outputs else "uncertainty_seg"
+    uncertainty = outputs.get(key)
+    units = {**map_units(seg.report if seg is not None else {}), **map_units(result.report)}
     png = render_preview(
         {
             f"LR x{DEMO_FACTOR} input": lr_on_grid,
@@ -114,6 +118,7 @@ def run_demo(
             "uncertainty": uncertainty,
         },
         seg_reference=output,
+        units={"uncertainty": display_scale(key, units.get(key, RAW_UNCERTAINTY_UNIT))},
         title=f"{model}: PSNR {scores[model]['psnr']:.2f} dB (B-spline {scores['bspline']['psnr']:.2f} dB)",
     )
     volumes = {"input_lr": lr, **outputs}

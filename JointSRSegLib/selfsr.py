@@ -49,7 +49,6 @@ TRAIN_FRACTION = (0.05, 0.85)  # progress range spent in training; inference tak
 INFERENCE_SAFETY = 1.5  # reserve this multiple of the measured inference time
 MEMORY_BUDGET_BYTES = 256 * 2**20  # activations of one inference batch
 CURVE_POINTS = 200
-PLANE_SPREAD_SCALE = 0.05  # spread (normalised units) that maps to uncertainty 0.5, as in uncertainty.py
 DEFAULTS = {"batch_size": 16, "patch_hr": 48, "learning_rate": 1e-3, "network": "cnn",
             "validate_every": 25, "patience": 4, "precision": "auto"}
 PRECISIONS = ("auto", "float32")  # auto: bfloat16 residual trunk at inference where the hardware has it
@@ -398,18 +397,13 @@ def self_supervised_sr(
         index = [slice(None)] * 4
         index[axis + 1] = slice(0, None, factor)
         out[tuple(index)] = volume.array.astype(np.float32)
+    uncertainty_seconds = 0.0
     if uncertainty_out is not None:
-        # The two plane families are independent estimates: their spread (|a - b| / 2 in normalised
-        # units, 1 = the robust intensity range) is mapped to [0, 1] like any sample spread.
-        unit = np.zeros(tuple(grid.size), dtype=np.float32)  # outside the box both are the same cubic
-        spread = np.abs(first_inner - fused_inner).max(axis=0)
-        unit[tuple(out_box[1:])] = spread / (spread + PLANE_SPREAD_SCALE)
-        if protocol == "interp":
-            index = [slice(None)] * 3
-            index[axis] = slice(0, None, factor)
-            unit[tuple(index)] = 0.0  # acquired slices are data
-        uncertainty_out["uncertainty_sr"] = Volume.from_grid(unit[None], grid, source=volume.source)
-    infer_seconds = time.perf_counter() - infer_start
+        map_start = time.perf_counter()
+        uncertainty_out.update(_calibrated_map(fused, norm, first_inner, fused_inner, out_box, grid, protocol, factor,
+                                               axis, start, volume.source, signals="signals" in uncertainty_out))
+        uncertainty_seconds = time.perf_counter() - map_start
+    infer_seconds = time.perf_counter() - infer_start - uncertainty_seconds
     _check_cancel(cancel)
     notify(1.0, "self-SR: done")
 
@@ -453,6 +447,7 @@ def self_supervised_sr(
             "inference_estimate": round(estimate, 3),
             "training": round(train_seconds, 3),
             "inference": round(infer_seconds, 3),
+            **({"uncertainty": round(uncertainty_seconds, 3)} if uncertainty_out is not None else {}),
             "total": round(time.perf_counter() - started, 3),
         },
     }
@@ -461,6 +456,39 @@ def self_supervised_sr(
                            "trained_steps": prior_record.get("training", {}).get("exported_step"),
                            "start_check": start_choice}
     return volume.with_grid(out, grid), report
+
+
+def _calibrated_map(fused, norm, first_inner, fused_inner, out_box, grid, protocol, factor, axis, start, source,
+                    signals: bool = False) -> dict:
+    """``uncertainty_sr``: the expected |error| as a fraction of the robust intensity range
+    (:mod:`JointSRSegLib.calibration`), from where the two plane families disagree and the output's own
+    gradients; with ``signals`` also the raw signals (``"signals"``) for fitting the calibration.
+
+    The two families are independent estimates: half their difference (normalised units) is the spread;
+    outside the network's box both are the same cubic interpolation (spread 0).
+    """
+    from .calibration import calibration_entry, expected_error, sr_features
+
+    try:
+        entry = calibration_entry("adapt" if start == "prior" else "self")
+    except InputError:
+        if not signals:  # fitting the calibration needs the signals only
+            raise
+        entry = None
+    spread = np.zeros(tuple(grid.size), dtype=np.float32)
+    spread[tuple(out_box[1:])] = np.abs(first_inner - fused_inner).max(axis=0)
+    raw = sr_features(fused[0], spread, norm[0], axis, factor, protocol)
+    out = {}
+    if entry is not None:
+        unit = expected_error(entry, raw)
+        if protocol == "interp":
+            index = [slice(None)] * 3
+            index[axis] = slice(0, None, factor)
+            unit[tuple(index)] = 0.0  # acquired slices are data
+        out["uncertainty_sr"] = Volume.from_grid(unit[None], grid, source=source)
+    if signals:
+        out["signals"] = raw
+    return out
 
 
 __all__ = ["START_MODES", "CancelledError", "cubic_along", "network_box", "robust_normalization",

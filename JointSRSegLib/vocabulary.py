@@ -79,6 +79,18 @@ KINDS_OF_METHOD: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "tta": {"sr": ("sample_variance",), "interp": ("sample_variance",), "seg": ("mutual_information",)},
     "mc_dropout": {"sr": ("sample_variance",), "interp": ("sample_variance",), "seg": ("mutual_information",)},
 }
+# What the value of an uncertainty map means (the legend's unit in preview.png and in Slicer).  The
+# calibrated maps of atropos, self and adapt (JointSRSegLib.calibration) have a unit; a package's own
+# heads are raw scores on 0-1 (RAW_UNCERTAINTY_UNIT) until a calibration of theirs is fitted.
+CALIBRATED_UNITS: Mapping[str, str] = {
+    "uncertainty_seg": "P(label wrong)",
+    "uncertainty_sr": "expected |error| / intensity range",
+}
+RAW_UNCERTAINTY_UNIT = "uncalibrated score, 0 certain - 1 uncertain"
+# The top of the colour scale of each calibrated map (its unit's value drawn brightest); raw scores use 1.
+DISPLAY_MAXIMUM: Mapping[str, float] = {"uncertainty_seg": 1.0, "uncertainty_sr": 0.2}
+# "Likely wrong" by default: a label more likely wrong than right; an intensity off by 5 % of the range.
+LIKELY_WRONG_THRESHOLD: Mapping[str, float] = {"uncertainty_seg": 0.5, "uncertainty_sr": 0.05}
 # What a package may declare in model.json ``uncertainty`` as "<task>_<kind>": every kind a method makes.
 UNCERTAINTY_KINDS: Mapping[str, tuple[str, ...]] = {
     task: tuple(dict.fromkeys(kind for method in UNCERTAINTY_METHODS for kind in KINDS_OF_METHOD[method][task]))

@@ -96,6 +96,11 @@ def test_output_grid_labels_and_dice_t1(t1_run):
     assert not labels[~head].any()  # nothing outside the head
     unit = result.outputs["uncertainty_seg"].array
     assert unit.shape == seg.array.shape and 0.0 <= unit.min() and unit.max() <= 1.0
+    wrong = (labels != truth) & head  # the calibrated P(label wrong) is higher where the label is wrong
+    assert unit[0][wrong].mean() > 2 * unit[0][~wrong & head].mean()
+    summary = result.report["model"]["seg_model"]["uncertainty"]["uncertainty_seg"]
+    assert summary["unit"] == "P(label wrong)" and summary["threshold"] == 0.5
+    assert 0.0 <= summary["fraction_of_brain_above_threshold"] <= 1.0
     assert result.report["model"]["id"] == "bspline"
     assert result.report["model"]["seg_model"]["id"] == "atropos"
     assert result.report["model"]["seg_model"]["contrast"] == "T1-like"

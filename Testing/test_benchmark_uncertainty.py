@@ -83,6 +83,9 @@ def test_seg_and_sr_scores_on_a_map_that_knows_the_errors():
     assert r["spearman"] == pytest.approx(1.0) and r["top5_in_top10"] == 1.0
     r = sr_scores(rng.uniform(size=labels.shape), hr + noise, hr, mask)
     assert abs(r["spearman"]) < 0.05 and r["top5_in_top10"] < 0.2
+    r = sr_scores(np.abs(noise) / 4.0, hr + noise, hr, mask, intensity_range=4.0)  # calibrated in range units
+    assert r["mean_map"] == pytest.approx(r["mean_relative_error"], rel=1e-5)
+    assert r["mean_relative_error"] == pytest.approx(float(np.abs(noise[mask]).mean() / 4.0), rel=1e-5)
 
 
 def test_markdown_lists_every_scored_row_and_failure():
@@ -95,8 +98,10 @@ def test_markdown_lists_every_scored_row_and_failure():
     text = markdown({"command": "python -m benchmarks.uncertainty", "threads": 2, "date": "2026-12-02",
                      "cases": ["c1", "c2"], "rows": rows, "environment": {}})
     assert "| c1 | `atropos:auto` | 0.200 | 0.910 | 0.800 |" in text
-    assert "| c1 | `self:auto` | 0.400 | 0.200 | 0.300 | 0.100 | 60 (–×) |" in text
+    assert "| c1 | `self:auto` | 0.400 | 0.200 | 0.300 | 0.100 | – | – | 60 (–×) |" in text
     assert "c2 `x:auto`: InputError: nope" in text
+    assert "| c1 | `atropos:auto` | none |" in text  # meets every target
+    assert "| c1 | `self:auto` | Spearman 0.400 < 0.5 |" in text
 
 
 def test_merge_replaces_a_re_run_row_and_keeps_the_rest():

@@ -10,9 +10,11 @@ from package_factory import TISSUE_LABELS, make_package
 
 from JointSRSegLib import CancelToken, predict
 from JointSRSegLib.errors import CancelledError, InputError
+from JointSRSegLib.foreground import head_mask
 from JointSRSegLib.geometry import insert_grid, subdivide_grid
 from JointSRSegLib.inference.sliding import sliding_window_predict
 from JointSRSegLib.io import read_volume
+from JointSRSegLib.vocabulary import CALIBRATED_UNITS
 from JointSRSegLib.volume import Volume
 
 
@@ -203,7 +205,11 @@ def test_uncertainty_is_higher_where_the_input_is_ambiguous():
     assert 0.0 <= u.array.min() and u.array.max() <= 1.0
     clean, noisy = u.array[0, :16].mean(), u.array[0, 16:].mean()
     assert noisy > 1.5 * clean, (clean, noisy)
-    assert result.report["model"]["uncertainty"]["uncertainty_sr"]["mean"] == pytest.approx(u.array.mean(), rel=1e-4)
+    summary = result.report["model"]["uncertainty"]["uncertainty_sr"]  # calibrated: E|error| / range (issue #17)
+    head = head_mask(result.outputs["sr"])
+    assert summary["unit"] == CALIBRATED_UNITS["uncertainty_sr"] and summary["threshold"] == 0.05
+    assert summary["mean_in_head"] == pytest.approx(u.array[0][head].mean(), abs=1e-5)
+    assert summary["fraction_of_head_above_threshold"] == pytest.approx((u.array[0][head] >= 0.05).mean(), abs=1e-5)
 
 
 def test_out_of_memory_is_retried_and_reported(packages, monkeypatch):

@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "JointSRSeg")]
 
 import slicer  # noqa: E402
 from JointSRSegModule import nodes  # noqa: E402
-from JointSRSegModule.logic import JointSRSegLogic  # noqa: E402
+from JointSRSegModule.logic import JointSRSegLogic, likely_wrong_text  # noqa: E402
 from slicer_grid import grid_from_slicer  # noqa: E402
 
 from JointSRSegLib.geometry import insert_grid, subdivide_grid  # noqa: E402
@@ -195,3 +195,39 @@ def test_uncertainty_display_setup(app):
     display = unc.GetDisplayNode()
     assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0) and display.GetApplyThreshold()
     assert slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(unc) is not None
+
+
+def test_likely_wrong_outline_follows_the_threshold_and_the_legend_says_the_unit(app):
+    """Issue #17: the legend of a calibrated map names its unit, and the panel's live threshold slider
+    re-outlines the last run's 'likely wrong' voxels and reports the share of the segmented tissue."""
+    scene = app.scene
+    volume = thick_volume()
+    node = add_volume(scene, volume, "T1")
+    logic = JointSRSegLogic(scene)
+    grid = subdivide_grid(volume.grid, 4, 2)
+    labels = np.zeros(grid.size, np.uint8)
+    labels[2:9, 3:12, 4:20] = 1
+    labels[10:16, 5:15, 6:24] = 2
+    ramp = np.linspace(0.0, 1.0, labels.size, dtype=np.float32).reshape(labels.shape)
+    sr = Volume.from_grid(np.ones((1, *grid.size), np.float32), grid)
+    report = {"model": {"id": "bspline", "seg_model": {"id": "atropos", "uncertainty": {
+        "uncertainty_seg": {"unit": "P(label wrong)", "threshold": 0.5}}}}}
+    outputs = logic.createOutputNodes(
+        node, {"sr": sr, "seg": sr.with_array(labels[None]), "uncertainty_seg": sr.with_array(ramp[None])},
+        scale=4, labels=LABELS, provenance={"report": report}, uncertainThreshold=0.5,
+    )
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(outputs["uncertainty_seg"])
+    assert legend.GetTitleText() == "P(label wrong)"
+    seg = outputs["seg"]
+    segment_id = seg.GetSegmentation().GetSegmentIdBySegmentName(nodes.UNCERTAIN_SEGMENT_NAME)
+    display = seg.GetDisplayNode()
+    assert display.GetSegmentVisibility2DOutline(segment_id) and not display.GetSegmentVisibility2DFill(segment_id)
+    tissue = labels > 0
+    for threshold in (0.3, 0.8):
+        found = logic.outlineLikelyWrong(node, threshold)
+        outlined = _segment_mask(seg, seg.GetSegmentation().GetSegmentIdBySegmentName(nodes.UNCERTAIN_SEGMENT_NAME))
+        assert outlined.sum() == (ramp >= threshold).sum()
+        assert found["fraction"] == pytest.approx((ramp[tissue] >= threshold).mean())
+        assert found["unit"] == "P(label wrong)" and found["region"] == "of the segmented tissue"
+    assert "P(label wrong) >= 0.80" in likely_wrong_text(found, 0.8)
+    assert logic.outlineLikelyWrong(add_volume(scene, volume, "other"), 0.5) is None  # no run yet: nothing

@@ -55,9 +55,11 @@ EXTRA_CEREBRAL = 500  # labels >= this are outside the brain (skull, scalp, eyes
 SUBSETS = {
     "quick": {"subjects": (19,), "contrasts": ("t1", "t2"), "real": (21, 22), "mni": True},
     "full": {"subjects": (19, 20), "contrasts": ("t1", "t2", "flair", "pd"), "real": (21, 22, 23, 24), "mni": True},
+    # benchmarks/uncertainty_calibration.py fits the uncertainty maps on these (never in a report's figures):
+    "calibration": {"subjects": (17, 18), "contrasts": ("t1", "t2", "flair", "pd"), "real": (23,), "mni": False},
 }
 # --crop brain still keeps these full-field-of-view label-map cases (the empty background must be tested):
-FULL_FOV_CASES = {"quick": (("t1", "stripped"),), "full": (("t1", "stripped"), ("t2", "head"))}
+FULL_FOV_CASES = {"quick": (("t1", "stripped"),), "full": (("t1", "stripped"), ("t2", "head")), "calibration": ()}
 
 # ---------------------------------------------------------------------------- intensity tables
 CORTEX = (3, 42, 8, 47)

@@ -179,7 +179,7 @@ def describe_baseline(name: str) -> ModelDescription:
         )
         + RESEARCH_USE,
         labels=list(TISSUE_LABELS) if segments else [],
-        uncertainty=("seg_posterior",) if segments else (),  # 1 - max Atropos posterior
+        uncertainty=("seg_posterior",) if segments else (),  # calibrated P(label wrong) (JointSRSegLib.calibration)
         uncertainty_methods=(AUTO,) if segments else (),
         is_baseline=True,
     )

@@ -28,12 +28,15 @@ from typing import Any
 import slicer
 
 from JointSRSegLib.api import CancelToken, Prediction, predict
+from JointSRSegLib.calibration import display_scale, fraction_above, map_units
 from JointSRSegLib.defaults import DefaultChoice, choose_default, fits, request_protocol
 from JointSRSegLib.errors import CancelledError, InputError
+from JointSRSegLib.foreground import head_mask
 from JointSRSegLib.report import package_versions
 from JointSRSegLib.vocabulary import (
     AUTO,
     IMAGE_TASKS,
+    RAW_UNCERTAINTY_UNIT,
     SCALE_FACTORS,
     TASKS,
     UNCERTAINTY_METHODS,
@@ -54,6 +57,7 @@ except ImportError:  # slicer-core alone (tests, plain Python): the same contrac
     from ._compat import ScriptedLoadableModuleLogic
 
 ProgressCallback = Callable[[float, str], None]
+UNCERTAINTY_OUTPUTS = ("uncertainty_seg", "uncertainty_sr", "uncertainty_interp")  # the outline's map, first found
 STAGES = ("checking input", "preparing", "running", "importing results")
 DEFAULT_UNCERTAIN_THRESHOLD = 0.5
 # The panel's "SR direction" -> the request's protocol (None: thick slices, or gapped when interpolating).
@@ -607,7 +611,7 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
             if "seg" in result:  # after the transforms: segmentation and its source share one frame
                 nodes.set_source_volume(result["seg"], self._sourceVolume(inputNode, result), outputs["seg"].grid)
             self._addUncertainVoxels(transaction, inputNode, result, outputs, uncertainThreshold)
-            self._display(inputNode, result, opacity)
+            self._display(inputNode, result, opacity, map_units((provenance or {}).get("report") or {}))
         notify(1.0, "done")
         return result
 
@@ -637,36 +641,66 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         return result.get("sr") or result.get("interp") or inputNode
 
     def _addUncertainVoxels(self, transaction, inputNode, result, outputs, threshold) -> None:
-        key = next((k for k in ("uncertainty_seg", "uncertainty_sr", "uncertainty_interp") if k in outputs), None)
+        key = next((k for k in UNCERTAINTY_OUTPUTS if k in outputs), None)
         if threshold is None or key is None:
             return
-        target = result.get("seg")
-        if target is None:
-            name = f"{inputNode.GetName()} uncertain voxels"
-            target = nodes.find_output_node(self.scene, "vtkMRMLSegmentationNode", name, "uncertain", inputNode)
-            if target is None:
-                target = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-                target.CreateDefaultDisplayNodes()
-                target.SetAttribute(nodes.ROLE_ATTRIBUTE, "uncertain")
-                target.SetAttribute(nodes.SOURCE_ATTRIBUTE, inputNode.GetID())
-                nodes.place_next_to(self.scene, target, inputNode)
-            else:
-                transaction.rememberSegmentation(target)
-            if inputNode.GetParentTransformNode() is not None:
-                target.SetAndObserveTransformNodeID(inputNode.GetParentTransformNode().GetID())
-            nodes.set_source_volume(target, self._sourceVolume(inputNode, result), outputs[key].grid)
+        target = result.get("seg") or self._uncertainTarget(inputNode, result, outputs[key].grid, transaction)
+        if target is not result.get("seg"):
             result["uncertain"] = target
         nodes.add_uncertain_voxels_segment(target, outputs[key], float(threshold))
 
-    def _display(self, inputNode, result: Mapping[str, Any], opacity: float) -> None:
-        """SR (or interpolated) volume as background, uncertainty as foreground, segmentation on top."""
+    def _uncertainTarget(self, inputNode, result, grid, transaction=None):
+        """The segmentation that carries the 'uncertain voxels' outline when the run has no segmentation."""
+        name = f"{inputNode.GetName()} uncertain voxels"
+        target = nodes.find_output_node(self.scene, "vtkMRMLSegmentationNode", name, "uncertain", inputNode)
+        if target is None:
+            target = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            target.CreateDefaultDisplayNodes()
+            target.SetAttribute(nodes.ROLE_ATTRIBUTE, "uncertain")
+            target.SetAttribute(nodes.SOURCE_ATTRIBUTE, inputNode.GetID())
+            nodes.place_next_to(self.scene, target, inputNode)
+        elif transaction is not None:
+            transaction.rememberSegmentation(target)
+        if inputNode.GetParentTransformNode() is not None:
+            target.SetAndObserveTransformNodeID(inputNode.GetParentTransformNode().GetID())
+        nodes.set_source_volume(target, self._sourceVolume(inputNode, result), grid)
+        return target
+
+    def outlineLikelyWrong(self, inputNode, threshold: float) -> dict[str, Any] | None:
+        """The panel's live threshold slider: outline, on the segmentation of ``inputNode``'s last run, the
+        voxels whose uncertainty is at or above ``threshold`` (in the map's unit), and say what share of the
+        region they cover -- the segmented tissue for a segmentation map, the head for an SR map.  None when
+        the input has no uncertainty output yet."""
+        outputs = {nodes.output_role(n): n for n in nodes.outputs_of(self.scene, inputNode)}
+        key = next((k for k in UNCERTAINTY_OUTPUTS if k in outputs), None)
+        if key is None:
+            return None
+        uncertainty = nodes.volume_from_nodes([outputs[key]])
+        found = {k: v for k, v in outputs.items() if k in TASKS}
+        target = outputs.get("seg") or self._uncertainTarget(inputNode, found, uncertainty.grid)
+        nodes.add_uncertain_voxels_segment(target, uncertainty, float(threshold))
+        if key == "uncertainty_seg" and "seg" in outputs:
+            region, where = nodes.segmentation_mask(outputs["seg"], uncertainty.grid), "of the segmented tissue"
+        elif "sr" in outputs or "interp" in outputs:
+            image = nodes.volume_from_nodes([outputs.get("sr") or outputs["interp"]])
+            region, where = head_mask(image), "of the head"
+        else:
+            region, where = None, "of the volume"
+        unit = outputs[key].GetAttribute(nodes.UNIT_ATTRIBUTE) or RAW_UNCERTAINTY_UNIT
+        fraction = fraction_above(uncertainty.array[0], float(threshold), region)
+        return {"segmentation": target, "key": key, "unit": unit, "fraction": fraction, "region": where}
+
+    def _display(self, inputNode, result: Mapping[str, Any], opacity: float, units: Mapping[str, str]) -> None:
+        """SR (or interpolated) volume as background, uncertainty as foreground, segmentation on top; each
+        uncertainty map's legend says its unit (the run report's, :func:`JointSRSegLib.calibration.map_units`)."""
         background = result.get("sr") or result.get("interp")
         for key in IMAGE_TASKS:
             if key in result:
                 nodes.copy_display(inputNode, result[key])
         uncertainty_keys = [k for k in ("uncertainty_sr", "uncertainty_interp", "uncertainty_seg") if k in result]
         for key in uncertainty_keys:
-            nodes.show_uncertainty(result[key])
+            unit, top = display_scale(key, units.get(key, RAW_UNCERTAINTY_UNIT))
+            nodes.show_uncertainty(result[key], unit=unit, top=top)
         foreground = result[uncertainty_keys[0]] if uncertainty_keys else None
         if background is not None or foreground is not None:
             nodes.show_in_slice_views(self.scene, background, foreground, opacity)
@@ -675,6 +709,12 @@ class JointSRSegLogic(ScriptedLoadableModuleLogic):
         """Live opacity slider: only the slice views' foreground opacity changes."""
         for composite in nodes._nodes_of_class(self.scene, "vtkMRMLSliceCompositeNode"):
             composite.SetForegroundOpacity(float(opacity))
+
+
+def likely_wrong_text(found: Mapping[str, Any], threshold: float) -> str:
+    """The panel's one-line summary of :meth:`JointSRSegLogic.outlineLikelyWrong`, in the map's unit."""
+    return (f"Likely wrong ({found['unit']} >= {float(threshold):.2f}): "
+            f"{100.0 * found['fraction']:.1f} % {found['region']}")
 
 
 def _output_order(key: str) -> int:
@@ -706,5 +746,6 @@ __all__ = [
     "RunRequest",
     "SceneTransaction",
     "WorkerRun",
+    "likely_wrong_text",
     "output_name",
 ]

@@ -21,6 +21,7 @@ from vtk.util import numpy_support
 
 from JointSRSegLib.errors import InputError
 from JointSRSegLib.terminology import label_terminology, slicer_terminology_entry
+from JointSRSegLib.vocabulary import RAW_UNCERTAINTY_UNIT
 from JointSRSegLib.volume import Grid, Volume
 
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -29,6 +30,8 @@ ROLE_ATTRIBUTE = ATTRIBUTE_PREFIX + "role"
 SOURCE_ATTRIBUTE = ATTRIBUTE_PREFIX + "inputNodeID"
 UNCERTAINTY_COLOR_NAME = "JointSRSeg uncertainty (inferno)"
 UNCERTAIN_SEGMENT_NAME = "uncertain voxels"
+UNCERTAIN_SEGMENT_ID = "uncertain_voxels"
+UNIT_ATTRIBUTE = "JointSRSeg.uncertaintyUnit"  # what the map's value means (the legend's title)
 GEOMETRY_TOLERANCE_MM = 1e-4
 # The segmentation's source volume: Segment Editor selects it, DICOM SEG export references it.
 SOURCE_VOLUME_ROLE = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
@@ -196,7 +199,8 @@ def fill_segmentation(
 
 
 def add_uncertain_voxels_segment(segmentation_node, uncertainty: Volume, threshold: float) -> str:
-    """Add (or replace) the ``uncertain voxels`` segment: uncertainty at or above ``threshold``."""
+    """Add (or replace) the ``uncertain voxels`` segment: uncertainty at or above ``threshold``, drawn
+    as an outline only in the slice views (the labels underneath stay visible: "likely wrong" regions)."""
     mask = (single_channel(uncertainty, UNCERTAIN_SEGMENT_NAME) >= threshold).astype(np.uint8)
     segmentation = segmentation_node.GetSegmentation()
     segment_id = segmentation.GetSegmentIdBySegmentName(UNCERTAIN_SEGMENT_NAME)
@@ -209,8 +213,12 @@ def add_uncertain_voxels_segment(segmentation_node, uncertainty: Volume, thresho
     segment.AddRepresentation(
         slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), oriented_image(mask, uncertainty.grid)
     )
-    segmentation.AddSegment(segment, "uncertain_voxels")
-    return "uncertain_voxels"
+    segmentation.AddSegment(segment, UNCERTAIN_SEGMENT_ID)
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetSegmentVisibility2DFill(UNCERTAIN_SEGMENT_ID, False)
+        display.SetSegmentVisibility2DOutline(UNCERTAIN_SEGMENT_ID, True)
+    return UNCERTAIN_SEGMENT_ID
 
 
 def set_reference_geometry(segmentation_node, grid: Grid) -> None:
@@ -284,18 +292,23 @@ def inferno_rgb(value: float) -> tuple[float, float, float]:
     return tuple(float(np.interp(value, positions, [c[k] for _, c in _INFERNO_ANCHORS])) for k in range(3))
 
 
-def show_uncertainty(uncertainty_node, display_threshold: float = 0.02, legend: bool = True) -> None:
-    """Inferno on a fixed 0-1 window (maps stay comparable); voxels below ``display_threshold``
-    are transparent, so the anatomy shows through where the model is certain."""
+def show_uncertainty(
+    uncertainty_node, display_threshold: float = 0.02, legend: bool = True, unit: str = RAW_UNCERTAINTY_UNIT,
+    top: float = 1.0,
+) -> None:
+    """Inferno on a fixed window from 0 to ``top`` (the top of the map's unit scale, so maps stay
+    comparable); voxels below ``display_threshold`` are transparent, so the anatomy shows through where
+    the model is certain.  The colour legend's title is the map's ``unit`` (e.g. ``P(label wrong)``)."""
     scene = uncertainty_node.GetScene()
     if uncertainty_node.GetDisplayNode() is None:
         uncertainty_node.CreateDefaultDisplayNodes()
+    uncertainty_node.SetAttribute(UNIT_ATTRIBUTE, unit)
     display = uncertainty_node.GetDisplayNode()
     display.SetAndObserveColorNodeID(uncertainty_color_table(scene).GetID())
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetWindowLevelMinMax(0.0, float(top))
     display.SetAutoThreshold(False)
-    display.SetThreshold(display_threshold, 1.0)
+    display.SetThreshold(display_threshold * float(top), float(top))
     display.SetApplyThreshold(True)
     display.SetInterpolate(False)
     if legend:
@@ -305,7 +318,7 @@ def show_uncertainty(uncertainty_node, display_threshold: float = 0.02, legend: 
             scene.AddNode(legend_node)
             legend_node.SetAndObservePrimaryDisplayNode(display)
             uncertainty_node.AddAndObserveDisplayNodeID(legend_node.GetID())
-        legend_node.SetTitleText("uncertainty")
+        legend_node.SetTitleText(unit)
         legend_node.SetVisibility(True)
 
 
@@ -386,6 +399,38 @@ def find_output_node(scene, class_name: str, name: str, role: str, input_node) -
         ):
             return node
     return None
+
+
+def outputs_of(scene, input_node) -> list[Any]:
+    """Every output node (volumes and segmentations) an earlier run made from ``input_node``."""
+    found = []
+    for class_name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
+        found += [n for n in _nodes_of_class(scene, class_name)
+                  if n.GetAttribute(SOURCE_ATTRIBUTE) == input_node.GetID() and n.GetAttribute(ROLE_ATTRIBUTE)]
+    return found
+
+
+def output_role(node) -> str:
+    """Which output a node is (``sr``, ``seg``, ``uncertainty_seg``, ...)."""
+    return node.GetAttribute(ROLE_ATTRIBUTE) or ""
+
+
+def segmentation_mask(segmentation_node, grid: Grid) -> np.ndarray:
+    """Voxels of ``grid`` in any segment but the 'uncertain voxels' outline (the segmented tissue), read from
+    the binary labelmaps when they lie on ``grid`` (they do for the labels this module writes)."""
+    segmentation = segmentation_node.GetSegmentation()
+    mask = np.zeros(tuple(grid.size), dtype=bool)
+    name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        image = segment.GetRepresentation(name)
+        if segment.GetName() == UNCERTAIN_SEGMENT_NAME or image is None:
+            continue
+        if tuple(image.GetDimensions()) != tuple(grid.size):
+            raise InputError(segmentation_node.GetName(), "its labelmap does not lie on the uncertainty map's grid")
+        values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        mask |= (values == segment.GetLabelValue()).reshape(tuple(grid.size)[::-1]).transpose(2, 1, 0)
+    return mask
 
 
 def scene_node_ids(scene) -> list[str]:

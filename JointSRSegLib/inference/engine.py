@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..baselines import resample_to_grid
+from ..calibration import calibrated_summary
 from ..errors import InputError
 from ..foreground import bounding_box, head_mask, mask_on_grid
 from ..geometry import orientation_code, output_grid, subdivide_grid
@@ -42,6 +43,7 @@ from ..vocabulary import (
     ADAPTATION,
     AUTO,
     IMAGE_TASKS,
+    RAW_UNCERTAINTY_UNIT,
     SELF_SUPERVISED,
     check_method_applies,
     check_uncertainty_method,
@@ -353,7 +355,7 @@ def _to_volumes(
             outputs["uncertainty_sr"] = Volume.from_grid(  # image uncertainty of sr and interp alike
                 unit[None], grid, source=volume.source
             )
-            summaries["uncertainty_sr"] = summarize(unit)
+            summaries["uncertainty_sr"] = {**summarize(unit), "unit": RAW_UNCERTAINTY_UNIT}
     probs = heads.get("seg_probs")  # (K, X, Y, Z) class probabilities
     if "seg" in tasks and probs is not None:
         probs_np = to_input_order(probs.numpy())
@@ -372,7 +374,7 @@ def _to_volumes(
                 unit = predictive_entropy(probs_np, axis=0)
             unit = np.where(seg_inside, np.asarray(unit, dtype=np.float32), 0.0).astype(np.float32)
             outputs["uncertainty_seg"] = Volume.from_grid(unit[None], seg_grid, source=volume.source)
-            summaries["uncertainty_seg"] = summarize(unit)
+            summaries["uncertainty_seg"] = {**summarize(unit), "unit": RAW_UNCERTAINTY_UNIT}
     return outputs, summaries
 
 
@@ -452,7 +454,9 @@ def _run_self_supervised(volume, mode, tasks, factor, axis, device, uncertainty,
             reports[task] = report
             if extra:
                 outputs["uncertainty_sr"] = extra["uncertainty_sr"]
-                summaries["uncertainty_sr"] = summarize(extra["uncertainty_sr"].array[0])
+                summaries["uncertainty_sr"] = calibrated_summary(
+                    extra["uncertainty_sr"].array[0], "uncertainty_sr", head_mask(out), "head", mode
+                )
     prior = next((r["prior"] for r in reports.values() if "prior" in r), None)
     return outputs, {
         "id": mode,
@@ -460,6 +464,10 @@ def _run_self_supervised(volume, mode, tasks, factor, axis, device, uncertainty,
         "weights_sha256": None if prior is None else prior["weights_sha256"],
         "device": str(select_device(device)),
         "uncertainty": summaries,
-        "uncertainty_method": "disagreement of the two plane families" if uncertainty else None,
+        "uncertainty_method": (
+            "calibrated expected |error|: disagreement of the two plane families, output gradients, slab position"
+            if uncertainty
+            else None
+        ),
         "training": reports,
     }
