@@ -46,18 +46,19 @@ def _case(params: dict) -> None:
     result = predict(volume, model=params["model"], tasks=("sr",), scale=FACTOR, axis=2, device=params["device"],
                      **options)
     out = result.outputs["sr"]
-    stages = _find(result.report, "timings_s")
+    stages = _find(result.report, "timings_s", "training")
     emit_case("scale", params, started, output_voxels=int(np.prod(out.shape)),
               **({"stages_s": stages} if stages else {}))
 
 
-def _find(report, key: str):
-    """The first ``key`` in a nested report (self-SR's stage timings sit in the model's report)."""
+def _find(report, key: str, holding: str):
+    """The first ``key`` in a nested report whose value holds ``holding`` (self-SR's stage timings sit in
+    the model's report; the run's own ``timings_s`` names other stages)."""
     if isinstance(report, dict):
-        if key in report:
+        if isinstance(report.get(key), dict) and holding in report[key]:
             return report[key]
         for value in report.values():
-            found = _find(value, key)
+            found = _find(value, key, holding)
             if found is not None:
                 return found
     return None
