@@ -148,3 +148,25 @@ def test_serve_command_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "jointsrseg: error: serve: needs trame, trame_slicer: pip install 'jointsrseg[slicer]'", err
+
+
+def test_websocket_messages_above_the_upload_limit_are_refused_before_allocation():
+    """A client that skips the page's size check still cannot make the server allocate more than the
+    upload limit: wslink's 4 GB allowance for an authenticated client is capped."""
+    msgpack = pytest.importorskip("msgpack")
+    from JointSRSegModule.serve import cap_websocket_messages
+    from wslink import chunking
+
+    cap_websocket_messages(4096)
+    try:
+        unchunker = chunking.UnChunker()
+        unchunker.set_max_message_size(4 * 1024**3)  # what wslink grants after the hello
+        small = msgpack.packb({"file": b"x" * 1000})
+        chunks = chunking.generate_chunks(small, 0)
+        assert [unchunker.process_chunk(c) for c in chunks][-1] == {"file": b"x" * 1000}
+        large = next(chunking.generate_chunks(msgpack.packb({"file": b"x" * 10000}), 2048))
+        with pytest.raises(ValueError, match="exceeds the allocation limit"):
+            unchunker.process_chunk(large)
+        assert not unchunker.pending_messages
+    finally:
+        cap_websocket_messages(4 * 1024**3)  # this process's later servers get wslink's own allowance

@@ -435,11 +435,33 @@ class WebPanel:
                 html.Span("{{ seg.name }}")
 
     def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        cap_websocket_messages(self.session.max_upload_bytes + MESSAGE_OVERHEAD_BYTES)
         argv, sys.argv = sys.argv, sys.argv[:1]  # trame reads its own options from sys.argv: give it none
         try:
             self.server.start(host=host, port=port, open_browser=False, show_connection_info=False)
         finally:
             sys.argv = argv
+
+
+MESSAGE_OVERHEAD_BYTES = 1 << 20  # msgpack envelope and state keys around an uploaded file
+
+
+def cap_websocket_messages(limit_bytes: int) -> None:
+    """Refuse any websocket message larger than ``limit_bytes`` before its memory is allocated.
+
+    wslink lets an authenticated client announce messages of up to 4 GB and allocates that much as soon
+    as the first chunk arrives; the page checks an upload's size before sending it, but a client that
+    skips the page must not be able to make the server hold more than the upload limit."""
+    from wslink import chunking
+
+    if getattr(chunking.UnChunker, "_jointsrseg_limit", None) is None:
+        original = chunking.UnChunker.set_max_message_size
+
+        def capped(self, size):
+            original(self, min(int(size), chunking.UnChunker._jointsrseg_limit))
+
+        chunking.UnChunker.set_max_message_size = capped
+    chunking.UnChunker._jointsrseg_limit = int(limit_bytes)
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data_dir: str | Path | None = None,
@@ -454,4 +476,4 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data_dir: str | Pa
     return 0
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "WebPanel", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "WebPanel", "cap_websocket_messages", "serve"]
