@@ -11,7 +11,8 @@ lower rate: the scan's own slices then only have to teach what is particular to 
 
 Budget: everything (preparation, training, inference) fits ``time_budget`` seconds (default
 :data:`DEFAULT_TIME_BUDGET`: 150 s from scratch, 60 s from the prior); the inference
-time is measured on real planes before training starts and reserved.  The budget is a ceiling: a
+time is measured on real planes before training starts and reserved (and scaled up when the held-back
+scoring shows the machine slowed down since, as a shared CPU does).  The budget is a ceiling: a
 fixed set of held-back in-plane patches is scored every ``validate_every`` steps, training stops
 when that loss has not improved for ``patience`` checks, and the best-scoring weights are applied
 (so training can never make the result worse than its start on the scan's own validation patches).
@@ -57,6 +58,7 @@ START_MODES = ("scratch", "prior")
 VALIDATION_PATCHES = 64
 MIN_IMPROVEMENT = 0.002  # relative: a validation loss this much lower counts as progress
 DEFAULT_TIME_BUDGET = {"scratch": 150.0, "prior": 60.0}  # seconds, by start (docs/selfsr.md: measured)
+MAX_SLOWDOWN = 4.0  # the inference reserve grows at most this much when the machine slows down mid-run
 MAX_EPOCHS = 100  # passes over the acquired in-plane pixels: more only memorises a small volume
 FIELD_MARGIN = 16  # LR voxels: the CNN's receptive-field radius (15) rounded up, kept around the head box
 
@@ -319,7 +321,10 @@ def self_supervised_sr(
     log_every = 10
     step = 0
     validate_every, patience = max(1, int(cfg["validate_every"])), int(cfg["patience"])
+    scored = time.perf_counter()
     best_l1 = validation_l1(net, held_back, torch_device)
+    validation_seconds = time.perf_counter() - scored  # the machine's speed now: the reserve is rescaled by it
+    slowdown = 1.0
     best = snapshot(net, 0, best_l1)
     validation = [{"step": 0, "l1": round(best_l1, 6)}]
     since_best, stopped_early = 0, False
@@ -349,7 +354,12 @@ def self_supervised_sr(
                           "l1": round(float(np.mean(window)), 6), "lr": round(lr_value, 8)})
             window = []
         if step % validate_every == 0:
+            scored = time.perf_counter()
             l1 = validation_l1(net, held_back, torch_device)
+            # A shared machine that slowed down since the inference estimate would overrun the budget:
+            # reserve inference time in proportion (never less than measured at the start).
+            slowdown = min(MAX_SLOWDOWN, max(1.0, (time.perf_counter() - scored) / max(validation_seconds, 1e-6)))
+            train_budget = max(0.0, time_budget - prep_seconds - INFERENCE_SAFETY * estimate * slowdown)
             validation.append({"step": step, "l1": round(l1, 6)})
             if l1 < best["l1"] * (1.0 - MIN_IMPROVEMENT):
                 best = snapshot(net, step, l1)
@@ -422,6 +432,7 @@ def self_supervised_sr(
             "steps": step,
             "max_steps": max_steps,
             "epoch_cap": epoch_cap,  # MAX_EPOCHS passes over the acquired in-plane pixels
+            "slowdown_at_last_check": round(slowdown, 2),  # the inference reserve was scaled by it
             "stopped_by": ("epoch cap" if step >= epoch_cap else "early stop" if stopped_early
                            else "max_steps" if max_steps is not None and step >= max_steps else "time budget"),
             "batch_size": int(cfg["batch_size"]),
