@@ -57,8 +57,9 @@ EDGE_MM = 2.0  # closeness to the mask edge: exp(-d / EDGE_MM)
 
 
 # ------------------------------------------------------------------------------------ segmentation
-def _closeness_to_other_label(labels: np.ndarray, spacing) -> np.ndarray:
-    """``1 / (1 + d)``, d = distance in mm to the nearest voxel with another label."""
+def boundary_closeness(labels: np.ndarray, spacing) -> np.ndarray:
+    """``1 / (1 + d)``, d = distance in mm to the nearest voxel with another label (a feature here, and the
+    boundary baseline every segmentation map must beat in ``benchmarks/uncertainty.py``)."""
     distance = np.full(labels.shape, np.inf, dtype=np.float32)
     for value in np.unique(labels):
         inside = labels == value
@@ -100,7 +101,7 @@ def seg_features(posteriors: np.ndarray, labels: np.ndarray, mask: np.ndarray, s
         shape = [1, 1, 1]
         shape[axis] = -1
         slab_end = np.broadcast_to(slab_position(labels.shape[axis], factor, protocol).reshape(shape), labels.shape)
-    stack = [one_minus_max, one_minus_margin, mixing, _closeness_to_other_label(labels, spacing), edge_inside,
+    stack = [one_minus_max, one_minus_margin, mixing, boundary_closeness(labels, spacing), edge_inside,
              edge_outside, mask, labels == grey, labels == white, disagreement, slab_end]
     return np.stack([np.asarray(s, dtype=np.float32) for s in stack])
 
@@ -348,6 +349,7 @@ def display_scale(key: str, unit: str) -> tuple[str, float]:
     return unit, (DISPLAY_MAXIMUM[key] if calibrated else 1.0)
 
 
-__all__ = ["CALIBRATION_FILE", "SEG_FEATURES", "SR_FEATURES", "UNIT_TEXT", "calibrated_summary", "calibration_entry",
+__all__ = ["CALIBRATION_FILE", "SEG_FEATURES", "SR_FEATURES", "UNIT_TEXT", "boundary_closeness",
+           "calibrated_summary", "calibration_entry",
            "display_scale", "error_probability", "expected_error", "fit_log_linear", "fit_logistic", "fit_mlp",
            "fraction_above", "map_units", "seg_features", "slab_position", "sr_features"]

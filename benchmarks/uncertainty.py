@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, stats
 
+from JointSRSegLib.calibration import boundary_closeness
 from JointSRSegLib.degradation import simulate_thick_slices
 from JointSRSegLib.selfsr import robust_normalization
 
@@ -130,15 +131,6 @@ def _subsample(n: int, seed: int = 0) -> np.ndarray | slice:
     if n <= MAX_RANKED:
         return slice(None)
     return np.sort(np.random.default_rng(seed).choice(n, MAX_RANKED, replace=False))
-
-
-def boundary_closeness(labels: np.ndarray, spacing) -> np.ndarray:
-    """``1 / (1 + d)``, d = distance in mm to the nearest voxel of another label (the boundary baseline)."""
-    distance = np.full(labels.shape, np.inf, dtype=np.float64)
-    for value in np.unique(labels):
-        inside = labels == value
-        distance[inside] = ndimage.distance_transform_edt(inside, sampling=spacing)[inside]
-    return (1.0 / (1.0 + distance)).astype(np.float32)
 
 
 def gradient_magnitude(image: np.ndarray) -> np.ndarray:
