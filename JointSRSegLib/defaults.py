@@ -44,7 +44,7 @@ from .vocabulary import (
     PROTOCOL_TEXT,
     SCALE_FACTORS,
     SEGMENTATION_BASELINES,
-    SELF_SUPERVISED,
+    SELF_TRAINED,
     TASK_TEXT,
     check_protocol,
     parse_tasks,
@@ -379,7 +379,7 @@ def choose_for_input(
     if seg_model is not None:  # the caller's segmenter reads this model's image: the best image method
         wanted = tuple(t for t in wanted if t in IMAGE_TASKS) or IMAGE_TASKS[:1]
     choice = choose_default(wanted, None, int(factor), fallback=classical, chain_segmentation=seg_model is None)
-    if channels > 1 and choice.model in (ADAPTATION, SELF_SUPERVISED):
+    if channels > 1 and choice.model in SELF_TRAINED:
         return DefaultChoice(classical, f"{choice.model} takes one-channel images and the input has {channels} "
                              f"channels; using {classical}")  # fmt: skip
     return choice

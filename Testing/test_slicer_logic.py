@@ -132,15 +132,20 @@ def test_rerun_updates_outputs_in_place(app):
     assert first.GetAttribute("JointSRSeg.model") == "linear"
 
 
-def test_segmentation_node_from_labels(app):
-    scene = app.scene
+def _two_tissue_run(scene):
+    """A thick-slice input node, the logic, its x4 SR grid and a two-tissue label map on that grid."""
     volume = thick_volume()
     node = add_volume(scene, volume, "T1")
-    logic = JointSRSegLogic(scene)
-    sr_grid = subdivide_grid(volume.grid, 4, 2)
-    labels = np.zeros(sr_grid.size, np.uint8)
+    grid = subdivide_grid(volume.grid, 4, 2)
+    labels = np.zeros(grid.size, np.uint8)
     labels[2:9, 3:12, 4:20] = 1
     labels[10:16, 5:15, 6:24] = 2
+    return node, JointSRSegLogic(scene), grid, labels
+
+
+def test_segmentation_node_from_labels(app):
+    scene = app.scene
+    node, logic, sr_grid, labels = _two_tissue_run(scene)
     labels[0, 0, 0] = 7  # a value the package does not name still gets a segment
     sr = Volume.from_grid(np.ones((1, *sr_grid.size), np.float32), sr_grid)
     uncertainty = sr.with_array(np.where(labels > 0, 0.8, 0.1)[None].astype(np.float32))
@@ -201,13 +206,7 @@ def test_likely_wrong_outline_follows_the_threshold_and_the_legend_says_the_unit
     """Issue #17: the legend of a calibrated map names its unit, and the panel's live threshold slider
     re-outlines the last run's 'likely wrong' voxels and reports the share of the segmented tissue."""
     scene = app.scene
-    volume = thick_volume()
-    node = add_volume(scene, volume, "T1")
-    logic = JointSRSegLogic(scene)
-    grid = subdivide_grid(volume.grid, 4, 2)
-    labels = np.zeros(grid.size, np.uint8)
-    labels[2:9, 3:12, 4:20] = 1
-    labels[10:16, 5:15, 6:24] = 2
+    node, logic, grid, labels = _two_tissue_run(scene)
     ramp = np.linspace(0.0, 1.0, labels.size, dtype=np.float32).reshape(labels.shape)
     sr = Volume.from_grid(np.ones((1, *grid.size), np.float32), grid)
     report = {"model": {"id": "bspline", "seg_model": {"id": "atropos", "uncertainty": {
@@ -230,4 +229,4 @@ def test_likely_wrong_outline_follows_the_threshold_and_the_legend_says_the_unit
         assert found["fraction"] == pytest.approx((ramp[tissue] >= threshold).mean())
         assert found["unit"] == "P(label wrong)" and found["region"] == "of the segmented tissue"
     assert "P(label wrong) >= 0.80" in likely_wrong_text(found, 0.8)
-    assert logic.outlineLikelyWrong(add_volume(scene, volume, "other"), 0.5) is None  # no run yet: nothing
+    assert logic.outlineLikelyWrong(add_volume(scene, thick_volume(), "other"), 0.5) is None  # no run yet: nothing

@@ -25,10 +25,10 @@ import numpy as np
 
 from benchmarks.common import emit_case, environment, run_case, write_result
 from benchmarks.realistic import write_section
+from JointSRSegLib.vocabulary import SELF_TRAINED
 
 SIZES = ((512, 512, 38), (512, 512, 75), (512, 512, 150))
 FACTOR = 4
-SELF_TRAINED = ("self", "adapt")
 
 
 def _case(params: dict) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from JointSRSegLib.degradation import crop_to_grid, simulate_slice_gaps, simulate_thick_slices
+from JointSRSegLib.vocabulary import SELF_TRAINED
 from JointSRSegLib.volume import Volume
 
 from .common import ROOT, environment, write_result
@@ -39,7 +40,6 @@ END = "<!-- selfsr-protocols:end -->"
 CONFIGS = ("sr-x2", "sr-x3", "sr-x4", "interp-x4")
 DEFAULT_CASES = ("s19-t1-stripped-brain-LIA", "s19-t2-stripped-brain-LIA", "real-sub21-brain")
 RECORDED_ELSEWHERE = {("sr", 4)}  # benchmarks/realistic.py writes the sr x4 prior's record (more cases)
-SELF_TRAINED = ("self", "adapt")
 
 
 def parse_config(text: str) -> tuple[str, int]:
