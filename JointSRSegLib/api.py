@@ -31,6 +31,7 @@ from .vocabulary import (
     INPUT_GRID_FACTOR,
     PROTOCOL_OF_TASK,
     SEGMENTATION_BASELINES,
+    SELF_TRAINED,
     check_factor,
     check_method_applies,
     check_segmentation_model,
@@ -104,7 +105,8 @@ def predict(
     ``scale=1`` with ``tasks=("seg",)`` and Atropos segments an HR input on its own grid.
     Atropos options: ``n4`` (bias correction first), ``atropos_iterations`` (EM iterations, default 5),
     ``atropos_priors`` (``"template"``: registered MNI152 GM/WM priors, the default; ``"none"``: k-means),
-    ``atropos_prior_weight`` (default 0.25).
+    ``atropos_prior_weight`` (default 0.25), ``atropos_mask`` (``"learned"``: the brain-extraction network, the
+    default; ``"classical"``: intensity rules).
     """
     check_predict_arguments(inputs, model, tasks, scale, axis, device, uncertainty, progress, cancel, options)
     started = time.perf_counter()
@@ -140,7 +142,7 @@ def predict(
             seg_model = None
         elif seg_model is not None:
             raise InputError(volume.source, f"{seg_model} segments images; the input is a label map")
-        through_axis = None if own_grid else through_plane_axis(volume, axis)
+        through_axis = None if own_grid else _through_axis(volume, axis, model_name)
     token.raise_if_cancelled()
     if seg_model is not None:
         outputs, model_report = _run_with_atropos(
@@ -170,6 +172,22 @@ def predict(
         "versions": package_versions(),
     }
     return Prediction(outputs=outputs, report=report)
+
+
+def _through_axis(volume: Volume, axis, model: str) -> int | None:
+    """The through-plane axis; None for an isotropic ``[R, R, R]`` package on a scan without a single largest
+    spacing (it magnifies every axis, so there is no slice axis to ask for)."""
+    try:
+        return through_plane_axis(volume, axis)
+    except InputError:
+        if axis not in (None, AUTO) or model in BASELINE_NAMES or model in SELF_TRAINED:
+            raise
+        from .packaging import resolve_model
+
+        package = resolve_model(model)
+        if isinstance(package, str) or package.scale.factor_axis != "all":
+            raise
+        return None
 
 
 def _channel_count(inputs) -> int:
@@ -215,7 +233,7 @@ def _run_with_atropos(
 ) -> tuple[dict[str, Volume], dict]:
     """``model`` does SR/interp (B-spline for ``model="atropos"``), Atropos segments its output on the
     same grid; ``tasks=("seg",)`` alone segments the sr protocol grid (``factor=1``: the input grid)."""
-    from .atropos import DEFAULT_ITERATIONS, DEFAULT_PRIOR_WEIGHT, DEFAULT_PRIORS, import_ants, segment_tissues
+    from .atropos import DEFAULT_ITERATIONS, DEFAULT_MASK, DEFAULT_PRIOR_WEIGHT, DEFAULT_PRIORS, import_ants, segment_tissues
 
     import_ants()  # a missing antspyx is reported before any SR work
     image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())
@@ -244,6 +262,7 @@ def _run_with_atropos(
                 uncertainty=uncertainty,
                 priors=options.get("atropos_priors") or DEFAULT_PRIORS,
                 prior_weight=float(options.get("atropos_prior_weight", DEFAULT_PRIOR_WEIGHT)),
+                mask_method=options.get("atropos_mask") or DEFAULT_MASK,
                 slab=None if source is volume else (axis, factor, "interp" if "interp" in outputs else "sr"),
             )
         outputs["seg"] = Volume.from_grid(result.labels[None], source.grid, source=volume.source)

@@ -241,3 +241,33 @@ def test_slicer_checks_count_isotropic_output_voxels(tmp_path):
     per_voxel = checks.MODEL_BYTES_PER_OUTPUT_VOXEL
     assert r_iso.estimated_bytes == 8000 * 8 * per_voxel + volume.array.nbytes
     assert r_thick.estimated_bytes == 8000 * 2 * per_voxel + volume.array.nbytes
+
+
+def test_isotropic_package_needs_no_slice_axis_on_an_isotropic_scan(tmp_path):
+    """An isotropic [2, 2, 2] package magnifies every axis: a 1 mm isotropic scan (no single largest spacing)
+    runs without --axis, every axis is subdivided, and the output covers the input in physical space; a
+    through-plane package on the same scan is still refused with the one-line reason."""
+    from package_factory import make_package
+
+    from JointSRSegLib.api import predict
+    from JointSRSegLib.errors import InputError
+    from JointSRSegLib.geometry import subdivide_grid
+    from JointSRSegLib.volume import Volume
+
+    iso = make_package(tmp_path / "iso", "swinsr_unetr", tasks=["sr"], package_scale=[2, 2, 2], protocol="sr",
+                       in_channels=1, seg_channels=3, scale=(2, 2, 2))
+    thick = make_package(tmp_path / "thick", "swinsr_unetr", tasks=["sr"], package_scale=[1, 1, 2], protocol="sr",
+                         in_channels=1, seg_channels=3, scale=(1, 1, 2))
+    rng = np.random.default_rng(0)
+    direction = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    volume = Volume(rng.random((1, 16, 12, 10)).astype(np.float32) + 1.0, (1.0, 1.0, 1.0), (4.0, -2.0, 7.0),
+                    direction)
+    result = predict(volume, model=str(iso), tasks=("sr",), scale=2, device="cpu")
+    expected = volume.grid
+    for a in range(3):
+        expected = subdivide_grid(expected, 2, a)
+    assert result.outputs["sr"].grid.almost_equal(expected)
+    assert result.report["through_plane_axis"] is None
+    assert np.isfinite(result.outputs["sr"].array).all()
+    with pytest.raises(InputError, match="cannot detect the through-plane axis"):
+        predict(volume, model=str(thick), tasks=("sr",), scale=2, device="cpu")

@@ -23,7 +23,7 @@ from ..baselines import resample_to_grid
 from ..calibration import calibrated_summary
 from ..errors import InputError
 from ..foreground import bounding_box, head_mask, mask_on_grid
-from ..geometry import orientation_code, output_grid, subdivide_grid
+from ..geometry import orientation_code, output_grid, subdivide_grid, through_plane_axis
 from ..normalization import denormalize, normalize
 from ..orientation import Reorientation
 from ..package_schema import uncertainty_methods
@@ -141,6 +141,10 @@ def run_model_package(
     trained_orientation = package.metadata.get("inference", {}).get("orientation")
     # Packages without a recorded orientation run in the input's own voxel order (the identity).
     reorientation = Reorientation.to_code(volume.grid, trained_orientation or orientation_code(volume.direction))
+    if axis is None:  # an isotropic [R, R, R] model on a scan without a slice axis: the model frame's last axis
+        if package.scale.factor_axis != "all":
+            axis = through_plane_axis(volume)  # refuses, naming the file and the spacing
+        axis = int(reorientation.perm[2])
     frame_axis = reorientation.frame_axis(axis)
     model_frame = torch.from_numpy(
         np.ascontiguousarray(np.moveaxis(reorientation.apply(normalized), frame_axis + 1, -1))
