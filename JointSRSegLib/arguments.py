@@ -41,6 +41,7 @@ PREDICT_OPTIONS: Mapping[str, str] = {
     "atropos_iterations": "EM iterations of Atropos",
     "atropos_priors": "template (registered MNI152 GM/WM priors, the default) or none (k-means) for Atropos",
     "atropos_prior_weight": "weight of the template priors in Atropos, 0-1 (default 0.25)",
+    "atropos_mask": "learned (brain-extraction network, the default) or classical (intensity rules) for Atropos",
 }
 
 

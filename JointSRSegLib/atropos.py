@@ -90,6 +90,7 @@ STRIPPED_MARGIN_MM = 4.0
 # clinical 5.5 mm T2 0.57).
 STRIPPED_FRACTION = 0.2
 STRIPPED_EROSION_MM = 4.0
+LEARNED_REACH_MM = 6.0  # skull-stripped input: the foreground this near the learned mask is brain
 # ... or the dark class is a deep, mid-grey tissue, not a skull shell: its median depth in the head over
 # DEEP_DARK_RATIO x the head's median depth and its mean over DEEP_DARK_LEVEL of the way from the background
 # to the head's median.  That is white matter of a skull-stripped T2/PD brain (subject-19 T2: 1.42 / 0.68);
@@ -103,6 +104,10 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 TEMPLATE_FILES = {"t1": "MNI152_T1_1mm.nii.gz", "gm": "MNI152_gm_prob_1mm.nii.gz", "wm": "MNI152_wm_prob_1mm.nii.gz"}
 TEMPLATE_PROBABILITY_SCALE = 255.0  # the probability maps are stored as uint8 = 255 p
 PRIOR_MODES = ("template", "none")
+# Brain mask: "learned" (JointSRSegLib.brain_extraction, when its weights are installed -- the default) or
+# "classical" (brain_mask below).
+MASK_MODES = ("learned", "classical")
+DEFAULT_MASK = "learned"
 DEFAULT_PRIORS = "template"
 DEFAULT_PRIOR_WEIGHT = 0.25
 REGISTRATION_SPACING_MM = 2.5
@@ -244,6 +249,36 @@ def brain_mask(
     return ndimage.binary_fill_holes(_largest_component(brain & (smooth > edge)))
 
 
+def refine_learned_mask(array: np.ndarray, spacing, learned: np.ndarray) -> np.ndarray:
+    """The learned brain mask (:mod:`JointSRSegLib.brain_extraction`, a 3 mm view) made exact at the input's
+    resolution.  Skull-stripped input (less of the head than ``STRIPPED_FRACTION`` of the mask lies over
+    ``STRIPPED_MARGIN_MM`` outside it): the brain is the foreground near the mask -- the coarse view lost
+    the cortical rim there (subject-20 T1 kept 91 % of GM/WM); whole head: the mask itself.  Then the
+    half-maximum cut (:func:`half_maximum_cut`)."""
+    spacing = tuple(float(s) for s in spacing)
+    if not learned.any():
+        return learned
+    smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
+    background, level = _background_level(smooth)
+    head = ndimage.binary_fill_holes(_largest_component(smooth > background + FOREGROUND_FRACTION * (level - background)))
+    beyond = head & ~_dilate(learned, spacing, STRIPPED_MARGIN_MM)
+    if np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(learned):
+        learned = ndimage.binary_fill_holes(_largest_component(head & _dilate(learned, spacing, LEARNED_REACH_MM)))
+    return half_maximum_cut(array, spacing, learned)
+
+
+def half_maximum_cut(array: np.ndarray, spacing, brain: np.ndarray) -> np.ndarray:
+    """``brain`` without its edge voxels darker than half-way from the background to the brain's median
+    (partial volume with air or skull, which would form an Atropos class of their own), holes filled."""
+    if not brain.any():
+        return brain
+    smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
+    background, _ = _background_level(smooth)
+    edge = background + 0.5 * (float(np.median(smooth[brain])) - background)
+    cut = _largest_component(brain & (smooth > edge))
+    return ndimage.binary_fill_holes(cut) if cut.any() else brain
+
+
 def assign_tissues(classes: np.ndarray, means: np.ndarray, mask: np.ndarray, spacing) -> tuple[dict[int, int], str]:
     """Map Atropos class values (1..3, any order) to tissue labels; returns the map and the contrast.
 
@@ -338,15 +373,20 @@ def segment_tissues(
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
     signals: bool = False,
     slab: tuple[int, int, str] | None = None,
+    mask_method: str = DEFAULT_MASK,
 ) -> TissueSegmentation:
     """GM/WM labels of a single-channel ``volume`` on its own grid (module docstring).
 
     ``uncertainty``: also the calibrated P(label wrong); ``signals``: also its raw inputs
     (:func:`JointSRSegLib.calibration.seg_features`), for fitting the calibration; ``slab``:
-    ``(axis, factor, protocol)`` when ``volume`` is an SR / interpolation output (one of its signals).
+    ``(axis, factor, protocol)`` when ``volume`` is an SR / interpolation output (one of its signals);
+    ``mask_method``: ``learned`` (:mod:`JointSRSegLib.brain_extraction`; the classical rules when its weights
+    are not installed) or ``classical`` (:func:`brain_mask`).
     """
     if priors not in PRIOR_MODES:
         raise InputError("atropos", f"priors must be one of {', '.join(PRIOR_MODES)}, not {priors!r}")
+    if mask_method not in MASK_MODES:
+        raise InputError("atropos", f"the brain mask must be one of {', '.join(MASK_MODES)}, not {mask_method!r}")
     if not 0.0 <= float(prior_weight) <= 1.0:
         raise InputError("atropos", f"the prior weight must lie in [0, 1], not {prior_weight!r}")
     ants = import_ants()
@@ -357,7 +397,15 @@ def segment_tissues(
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
     array = volume.array[0].astype(np.float32)
     spacing = tuple(float(s) for s in volume.spacing)
-    mask = brain_mask(array, spacing, erosion_mm, grid=volume.grid)
+    mask, mask_used = None, "classical"
+    if mask_method == "learned":
+        from .brain_extraction import learned_brain_mask
+
+        mask = learned_brain_mask(volume)
+        if mask is not None:
+            mask, mask_used = refine_learned_mask(array, spacing, mask), "learned"
+    if mask is None:
+        mask = brain_mask(array, spacing, erosion_mm, grid=volume.grid)
     if np.count_nonzero(mask) < 64:
         raise InputError(volume.source, "atropos found no head in the image (the foreground mask is empty)")
     inside = array[mask]
@@ -421,6 +469,7 @@ def segment_tissues(
         "priors": ("template-weighted" if weighted else "template-identity") if used_priors else "none",
         **({"prior_weight": float(prior_weight)} if weighted else {}),
         **({"template_overlap": round(float(registered[2]), 4)} if registered is not None else {}),
+        "brain_mask": mask_used,
         "n4": bool(n4),
         "mrf": mrf,
         "classes": 3,

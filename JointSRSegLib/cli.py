@@ -81,7 +81,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``batch``: what to compute and with which model."""
-    from .atropos import PRIOR_MODES
+    from .atropos import DEFAULT_MASK, MASK_MODES, PRIOR_MODES
 
     p.add_argument(
         "--tasks",
@@ -119,6 +119,12 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         choices=PRIOR_MODES,
         help="Atropos: template = MNI152 GM/WM priors registered to the scan (default), none = k-means only",
     )
+    p.add_argument(
+        "--atropos-mask",
+        default=DEFAULT_MASK,
+        choices=MASK_MODES,
+        help="Atropos brain mask: learned = the brain-extraction network (default), classical = intensity rules",
+    )
     p.add_argument("--device", default=AUTO, choices=DEVICES)
     p.add_argument(
         "--uncertainty", action="store_true", help="also write uncertainty maps when the model supports them"
@@ -151,6 +157,7 @@ def predict_options(args: argparse.Namespace) -> dict:
         "time_budget": args.time_budget,
         "seg_model": args.seg_model,
         "atropos_priors": args.atropos_priors,
+        "atropos_mask": args.atropos_mask,
     }
 
 

@@ -232,11 +232,13 @@ def _label_group(source: Volume, labels: np.ndarray, subject: int, contrast: str
     native = crop(source.with_array(image[None]), box)
     label_crop = crop(source.with_array(labels[None]), box)
     mask_crop = crop(source.with_array(mask[None].astype(np.uint8)), box)
+    brain_crop = crop(source.with_array((head & (labels < EXTRA_CEREBRAL))[None].astype(np.uint8)), box)
     del image
     for code in codes:
         yield _case(
             f"s{subject}-{contrast}-{variant}-{fov}-{code}", reorient(native, code),
             tissue_classes(reorient(label_crop, code).array[0]), reorient(mask_crop, code).array[0].astype(bool),
+            brain=reorient(brain_crop, code).array[0].astype(bool),
             kind="labelmap", subject=subject, contrast=contrast, variant=variant, fov=fov,
             group=f"s{subject}-{contrast}-{variant}-{fov}",
             source=f"synthseg_labels/training_seg_{subject}.nii.gz, seed {seed}")
