@@ -404,6 +404,8 @@ def segment_tissues(
         mask = learned_brain_mask(volume)
         if mask is not None:
             mask, mask_used = refine_learned_mask(array, spacing, mask), "learned"
+        else:  # no weights, a field of view too small to be a head, or no brain found in it
+            mask_used = "classical (the learned mask found no brain to judge)"
     if mask is None:
         mask = brain_mask(array, spacing, erosion_mm, grid=volume.grid)
     if np.count_nonzero(mask) < 64:

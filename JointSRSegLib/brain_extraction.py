@@ -45,6 +45,11 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "Resources" / "BrainMask"
 WEIGHTS_FILE = "brain_mask.safetensors"
 CARD_FILE = "brain_mask.json"
 THRESHOLD = 0.5
+# The head's box must span this many working voxels (48 mm) on every axis for the network to judge it (a
+# thinner slab, a spinal-cord or knee field of view is no head): below, None and the classical rules.
+MIN_WORKING_VOXELS = 16
+# ... and the brain found must be at least this large (an adult brain is ~1200 mL; partial FOVs keep less)
+MIN_BRAIN_ML = 50.0
 
 
 def build_network() -> torch.nn.Module:
@@ -123,7 +128,7 @@ def _load(directory: str) -> torch.nn.Module:
 
 def predict_probability(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """Brain probability of a normalised working-grid image (padded to ``DIVISOR``, cropped back)."""
-    pad = [(0, (-n) % DIVISOR) for n in image.shape]
+    pad = [(0, max(2 * DIVISOR, n + (-n) % DIVISOR) - n) for n in image.shape]  # >= 2 voxels at the bottleneck
     padded = np.pad(image, pad, mode="constant")
     with torch.inference_mode():
         logits = net(torch.from_numpy(np.ascontiguousarray(padded))[None, None])[0, 0]
@@ -133,7 +138,8 @@ def predict_probability(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
 
 def learned_brain_mask(volume: Volume, directory: Path | None = None) -> np.ndarray | None:
     """Boolean ``(I, J, K)`` brain mask of a single-channel ``volume`` on its own grid; None when the weights
-    are not installed."""
+    are not installed, the head is too small for the network to judge (``MIN_WORKING_VOXELS``) or no brain
+    of ``MIN_BRAIN_ML`` is found."""
     directory = Path(directory) if directory is not None else MODEL_DIR
     if not (directory / WEIGHTS_FILE).is_file():
         return None
@@ -144,11 +150,15 @@ def learned_brain_mask(volume: Volume, directory: Path | None = None) -> np.ndar
     head = head_mask(Volume.from_grid(ras[None], reo.apply_grid(volume.grid)))
     box = bounding_box(head)
     crop = ras[box]
+    if min(working_shape(crop.shape, spacing)) < MIN_WORKING_VOXELS:
+        return None
     coarse = to_working_grid(crop, spacing)
     probability = predict_probability(net, normalise(coarse))
     fine = from_working_grid(probability, crop.shape, spacing) > THRESHOLD
     mask = np.zeros(ras.shape, dtype=bool)
     mask[box] = fine & head[box]
+    if float(mask.sum()) * float(np.prod(spacing)) / 1000.0 < MIN_BRAIN_ML:
+        return None
     if mask.any():
         labels, n = ndimage.label(mask)
         if n > 1:
