@@ -3,7 +3,10 @@
 The peer every segmentation package must beat (``--model atropos`` / ``--seg-model atropos``).
 Steps, all on the input grid with its exact spacing, origin and direction:
 
-1. **Brain mask** (:func:`brain_mask`), from the image alone, classical and deterministic.  The *head*:
+1. **Brain mask**: by default learned (:mod:`JointSRSegLib.brain_extraction`, made exact at the input's
+   resolution by :func:`refine_learned_mask`); without its weights, for a field of view too small to be a
+   head, or with ``mask_method="classical"``, the rules of :func:`brain_mask`, from the image alone,
+   classical and deterministic.  The *head*:
    the image smoothed by a 0.5 mm Gaussian, thresholded a quarter of the way from the background level
    to the foreground median (both from Otsu's split) -- this works for zero and for noisy backgrounds;
    largest component, holes filled.  The *dark gap*: voxels below the lowest of three Otsu thresholds
