@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         if case["contrast"] == "t1" and case["variant"] == "head":
             reference = learned_brain_mask(hr)
             for code in ("RAS", "PSR"):
-                other = learned_brain_mask(reorient(hr, code))
-                back = reorient(hr.with_array(other[None].astype(np.uint8)), "LIA").array[0].astype(bool)
+                moved = reorient(hr, code)
+                other = learned_brain_mask(moved)
+                back = reorient(moved.with_array(other[None].astype(np.uint8)), "LIA").array[0].astype(bool)
                 dice = 2 * float((back & reference).sum()) / max(float(back.sum() + reference.sum()), 1.0)
                 agreement.append({"case": case["name"], "orientation": code, "dice_vs_LIA": round(dice, 5)})
                 print(json.dumps(agreement[-1]), flush=True)
