@@ -233,7 +233,14 @@ def _run_with_atropos(
 ) -> tuple[dict[str, Volume], dict]:
     """``model`` does SR/interp (B-spline for ``model="atropos"``), Atropos segments its output on the
     same grid; ``tasks=("seg",)`` alone segments the sr protocol grid (``factor=1``: the input grid)."""
-    from .atropos import DEFAULT_ITERATIONS, DEFAULT_MASK, DEFAULT_PRIOR_WEIGHT, DEFAULT_PRIORS, import_ants, segment_tissues
+    from .atropos import (
+        DEFAULT_ITERATIONS,
+        DEFAULT_MASK,
+        DEFAULT_PRIOR_WEIGHT,
+        DEFAULT_PRIORS,
+        import_ants,
+        segment_tissues,
+    )
 
     import_ants()  # a missing antspyx is reported before any SR work
     image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())

@@ -177,12 +177,16 @@ def _background_level(smooth: np.ndarray) -> tuple[float, float]:
     return float(np.mean(smooth[smooth < split])), float(np.median(smooth[smooth >= split]))
 
 
+def _head_of(smooth: np.ndarray, background: float, level: float) -> np.ndarray:
+    """Voxels a quarter of the way from the background to the foreground median, largest component, filled."""
+    foreground = smooth > background + FOREGROUND_FRACTION * (level - background)
+    return ndimage.binary_fill_holes(_largest_component(foreground))
+
+
 def head_mask(array: np.ndarray, spacing) -> np.ndarray:
     """Everything that is not background (zero or noisy), largest component, holes filled."""
     smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
-    background, foreground = _background_level(smooth)
-    mask = smooth > background + FOREGROUND_FRACTION * (foreground - background)
-    return ndimage.binary_fill_holes(_largest_component(mask))
+    return _head_of(smooth, *_background_level(smooth))
 
 
 def _superior_component(core: np.ndarray, grid, min_fraction: float = BRAIN_MIN_COMPONENT_FRACTION) -> np.ndarray:
@@ -231,8 +235,8 @@ def brain_mask(
     reach = REACH_FACTOR * erosion_mm if reach_mm is None else float(reach_mm)
     smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
     background, level = _background_level(smooth)
-    foreground = smooth > background + FOREGROUND_FRACTION * (level - background)
-    head = ndimage.binary_fill_holes(_largest_component(foreground))
+    foreground = smooth > background + FOREGROUND_FRACTION * (level - background)  # also the stripped branch's
+    head = _head_of(smooth, background, level)
     dark = _otsu(smooth[head], DARK_THRESHOLDS)[0]  # skull (and T1/FLAIR CSF): dark in every MR contrast
     bright = head & (smooth > dark)
     dark_is_tissue = _dark_is_deep_tissue(smooth, head, bright, spacing, background)
@@ -248,8 +252,7 @@ def brain_mask(
         core = _erode(foreground, spacing, STRIPPED_EROSION_MM)
         seed = _largest_component(core) if core.any() else _largest_component(foreground)
         brain = ndimage.binary_fill_holes(_dilate(seed, spacing, STRIPPED_EROSION_MM) & foreground)
-    edge = background + 0.5 * (float(np.median(smooth[brain])) - background)
-    return ndimage.binary_fill_holes(_largest_component(brain & (smooth > edge)))
+    return _half_maximum_cut(smooth, background, brain)
 
 
 def refine_learned_mask(array: np.ndarray, spacing, learned: np.ndarray) -> np.ndarray:
@@ -257,29 +260,25 @@ def refine_learned_mask(array: np.ndarray, spacing, learned: np.ndarray) -> np.n
     resolution.  Skull-stripped input (less of the head than ``STRIPPED_FRACTION`` of the mask lies over
     ``STRIPPED_MARGIN_MM`` outside it): the brain is the foreground near the mask -- the coarse view lost
     the cortical rim there (subject-20 T1 kept 91 % of GM/WM); whole head: the mask itself.  Then the
-    half-maximum cut (:func:`half_maximum_cut`)."""
+    half-maximum cut (:func:`_half_maximum_cut`; kept whole if the cut leaves nothing)."""
     spacing = tuple(float(s) for s in spacing)
     if not learned.any():
         return learned
     smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
     background, level = _background_level(smooth)
-    head = ndimage.binary_fill_holes(_largest_component(smooth > background + FOREGROUND_FRACTION * (level - background)))
+    head = _head_of(smooth, background, level)
     beyond = head & ~_dilate(learned, spacing, STRIPPED_MARGIN_MM)
     if np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(learned):
         learned = ndimage.binary_fill_holes(_largest_component(head & _dilate(learned, spacing, LEARNED_REACH_MM)))
-    return half_maximum_cut(array, spacing, learned)
+    cut = _half_maximum_cut(smooth, background, learned)
+    return cut if cut.any() else learned
 
 
-def half_maximum_cut(array: np.ndarray, spacing, brain: np.ndarray) -> np.ndarray:
+def _half_maximum_cut(smooth: np.ndarray, background: float, brain: np.ndarray) -> np.ndarray:
     """``brain`` without its edge voxels darker than half-way from the background to the brain's median
     (partial volume with air or skull, which would form an Atropos class of their own), holes filled."""
-    if not brain.any():
-        return brain
-    smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
-    background, _ = _background_level(smooth)
     edge = background + 0.5 * (float(np.median(smooth[brain])) - background)
-    cut = _largest_component(brain & (smooth > edge))
-    return ndimage.binary_fill_holes(cut) if cut.any() else brain
+    return ndimage.binary_fill_holes(_largest_component(brain & (smooth > edge)))
 
 
 def assign_tissues(classes: np.ndarray, means: np.ndarray, mask: np.ndarray, spacing) -> tuple[dict[int, int], str]:

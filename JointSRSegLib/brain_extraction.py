@@ -70,9 +70,10 @@ def working_shape(shape, spacing, working_mm: float = WORKING_SPACING_MM) -> tup
     return tuple(max(1, int(math.ceil(n * s / working_mm))) for n, s in zip(shape, spacing))
 
 
-def _centres(n_in: int, spacing: float, n_out: int, working_mm: float) -> np.ndarray:
-    """Input voxel index (fractional) of each working voxel centre; both grids start at the input's edge."""
-    return (np.arange(n_out) + 0.5) * working_mm / spacing - 0.5
+def _centres(n_out: int, step_mm: float, spacing: float) -> np.ndarray:
+    """Fractional index, on a grid of ``spacing``, of the centres of ``n_out`` voxels of ``step_mm``; both
+    grids start at the input's edge (step 2 one way, its inverse the other)."""
+    return (np.arange(n_out) + 0.5) * step_mm / spacing - 0.5
 
 
 def to_working_grid(array: np.ndarray, spacing, working_mm: float = WORKING_SPACING_MM) -> np.ndarray:
@@ -82,8 +83,7 @@ def to_working_grid(array: np.ndarray, spacing, working_mm: float = WORKING_SPAC
     sigma = [f / math.sqrt(12.0) if f > 1 else 0.0 for f in factor]
     smooth = ndimage.gaussian_filter(array.astype(np.float32), sigma, mode="nearest")
     shape = working_shape(array.shape, spacing, working_mm)
-    axes = [_centres(n, s, m, working_mm) for n, s, m in zip(array.shape, spacing, shape)]
-    return _separable_linear(smooth, axes)
+    return _separable_linear(smooth, [_centres(m, working_mm, s) for s, m in zip(spacing, shape)])
 
 
 def _separable_linear(array: np.ndarray, positions: list[np.ndarray]) -> np.ndarray:
@@ -103,8 +103,7 @@ def _separable_linear(array: np.ndarray, positions: list[np.ndarray]) -> np.ndar
 
 def from_working_grid(coarse: np.ndarray, shape, spacing, working_mm: float = WORKING_SPACING_MM) -> np.ndarray:
     """The coarse map sampled (linearly) at every input voxel centre: the inverse mapping of step 2."""
-    positions = [(np.arange(n) + 0.5) * s / working_mm - 0.5 for n, s in zip(shape, spacing)]
-    return _separable_linear(coarse, positions)
+    return _separable_linear(coarse, [_centres(n, s, working_mm) for n, s in zip(shape, spacing)])
 
 
 def card() -> dict | None:
@@ -126,10 +125,15 @@ def _load(directory: str) -> torch.nn.Module:
     return net.eval()
 
 
+def pad_for_network(array: np.ndarray) -> np.ndarray:
+    """Zero-padded at the end of each axis to a multiple of ``DIVISOR``, at least two of them (the bottleneck
+    keeps two voxels: instance norm needs more than one)."""
+    return np.pad(array, [(0, max(2 * DIVISOR, n + (-n) % DIVISOR) - n) for n in array.shape], mode="constant")
+
+
 def predict_probability(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Brain probability of a normalised working-grid image (padded to ``DIVISOR``, cropped back)."""
-    pad = [(0, max(2 * DIVISOR, n + (-n) % DIVISOR) - n) for n in image.shape]  # >= 2 voxels at the bottleneck
-    padded = np.pad(image, pad, mode="constant")
+    """Brain probability of a normalised working-grid image (padded by :func:`pad_for_network`, cropped back)."""
+    padded = pad_for_network(image)
     with torch.inference_mode():
         logits = net(torch.from_numpy(np.ascontiguousarray(padded))[None, None])[0, 0]
     probability = torch.sigmoid(logits).numpy()

@@ -30,8 +30,19 @@ import torch
 from safetensors.torch import save_file
 from scipy import ndimage
 
-from JointSRSegLib.brain_extraction import (CARD_FILE, DIVISOR, FEATURES, WEIGHTS_FILE, WORKING_SPACING_MM,
-                                            build_network, normalise, predict_probability, working_shape)
+from JointSRSegLib.brain_extraction import (
+    CARD_FILE,
+    DIVISOR,
+    FEATURES,
+    WEIGHTS_FILE,
+    WORKING_SPACING_MM,
+    build_network,
+    normalise,
+    pad_for_network,
+    predict_probability,
+    working_shape,
+)
+from JointSRSegLib.foreground import bounding_box
 from JointSRSegLib.io import read_volume
 
 from .data.realistic import EXTRA_CEREBRAL, _group, draw_contrast, reorient_to_ras
@@ -60,7 +71,7 @@ class Fractions:
         shape = working_shape(labels.shape, spacing, working_mm)
         blocks = [np.minimum((np.arange(n) * s / working_mm).astype(int), m - 1)
                   for n, s, m in zip(labels.shape, spacing, shape)]
-        flat_block = (blocks[0][:, None, None] * shape[1] + blocks[1][None, :, None]) * shape[2] + blocks[2][None, None, :]
+        flat_block = np.ravel_multi_index(np.ix_(*blocks), shape)
         n_blocks, n_groups = int(np.prod(shape)), len(self.groups)
         counts = np.bincount((flat_block * n_groups + index).ravel(), minlength=n_blocks * n_groups)
         counts = counts.reshape(n_blocks, n_groups).astype(np.float32)
@@ -68,14 +79,7 @@ class Fractions:
         self.fractions = np.ascontiguousarray(counts.T.reshape(n_groups, *shape)).astype(np.float16)
         self.brain = np.array([0 < g < EXTRA_CEREBRAL for g in self.groups])
         self.name = path.name
-
-    def target(self) -> np.ndarray:
-        return self.fractions[self.brain].astype(np.float32).sum(axis=0)
-
-    def head_box(self) -> tuple[slice, ...]:
-        head = self.fractions[[i for i, g in enumerate(self.groups) if g != 0]].astype(np.float32).sum(0) > 0.5
-        hit = [np.flatnonzero(head.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-        return tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hit)
+        self.head_box = bounding_box(self.fractions[[g != 0 for g in self.groups]].astype(np.float32).sum(0) > 0.5)
 
 
 def synthesize(fr: Fractions, rng: np.random.RandomState, box: tuple[slice, ...] | None = None,
@@ -86,7 +90,7 @@ def synthesize(fr: Fractions, rng: np.random.RandomState, box: tuple[slice, ...]
     contrast = draw_contrast(fr.groups, rng, sequence=sequence, skull_stripped=stripped, std_range=(0.0, 0.08))
     means = np.array([contrast.means.get(g, 0.0) for g in fr.groups], np.float32)
     stds = np.array([contrast.stds.get(g, 0.0) for g in fr.groups], np.float32)
-    f = fr.fractions[(slice(None), *(box or fr.head_box()))].astype(np.float32)
+    f = fr.fractions[(slice(None), *(box or fr.head_box))].astype(np.float32)
     shape = f.shape[1:]
     image = np.tensordot(means, f, axes=1)
     texture = np.tensordot(stds, f, axes=1) * rng.standard_normal(shape).astype(np.float32)
@@ -108,7 +112,7 @@ def synthesize(fr: Fractions, rng: np.random.RandomState, box: tuple[slice, ...]
 
 def field_of_view(fr: Fractions, rng: np.random.RandomState) -> tuple[slice, ...]:
     """The head's bounding box (as inference crops), sometimes a random part of it (a partial scan)."""
-    box = list(fr.head_box())
+    box = list(fr.head_box)
     if rng.rand() < 0.35:
         for a in range(3):
             n = box[a].stop - box[a].start
@@ -133,10 +137,6 @@ def augment_geometry(image: np.ndarray, target: np.ndarray, rng: np.random.Rando
             if rng.rand() < 0.5:
                 image, target = np.flip(image, a), np.flip(target, a)
     return np.ascontiguousarray(image), np.ascontiguousarray(target)
-
-
-def pad(array: np.ndarray) -> np.ndarray:
-    return np.pad(array, [(0, (-n) % DIVISOR) for n in array.shape])
 
 
 def dice(probability: np.ndarray, target: np.ndarray) -> float:
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     train = [Fractions(LABELS / f"training_seg_{s:02d}.nii.gz") for s in args.train]
     validation = validation_set([Fractions(LABELS / f"training_seg_{s:02d}.nii.gz") for s in VALIDATION_SUBJECTS])
-    print(f"data ready in {time.time() - started:.0f} s: {len(train)} training maps, {len(validation)} validation cases",
-          flush=True)
+    print(f"data ready in {time.time() - started:.0f} s: {len(train)} training maps, "
+          f"{len(validation)} validation cases", flush=True)
     net = build_network()
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60.0
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         fr = train[rng.randint(len(train))]
         image, target = synthesize(fr, rng, field_of_view(fr, rng))
         image, target = augment_geometry(normalise(image), target, rng)
-        x = torch.from_numpy(pad(image))[None, None]
-        y = torch.from_numpy(pad(target))[None, None]
+        x = torch.from_numpy(pad_for_network(image))[None, None]
+        y = torch.from_numpy(pad_for_network(target))[None, None]
         logits = net(x)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + soft_dice_loss(logits, y)
         optimiser.zero_grad()
