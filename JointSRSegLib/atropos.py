@@ -255,23 +255,42 @@ def brain_mask(
     return _half_maximum_cut(smooth, background, brain)
 
 
-def refine_learned_mask(array: np.ndarray, spacing, learned: np.ndarray) -> np.ndarray:
-    """The learned brain mask (:mod:`JointSRSegLib.brain_extraction`, a 3 mm view) made exact at the input's
-    resolution.  Skull-stripped input (less of the head than ``STRIPPED_FRACTION`` of the mask lies over
-    ``STRIPPED_MARGIN_MM`` outside it): the brain is the foreground near the mask -- the coarse view lost
-    the cortical rim there (subject-20 T1 kept 91 % of GM/WM); whole head: the mask itself.  Then the
-    half-maximum cut (:func:`_half_maximum_cut`; kept whole if the cut leaves nothing)."""
+def refine_learned_mask(array: np.ndarray, spacing, probability: np.ndarray, cut: float) -> np.ndarray | None:
+    """The learned brain mask (:mod:`JointSRSegLib.brain_extraction`'s ``probability``, a 3 mm view) made exact
+    at the input's resolution; None when it holds no brain.  Skull-stripped input (less of the head than
+    ``STRIPPED_FRACTION`` of the inclusive mask, cut at 0.5, lies over ``STRIPPED_MARGIN_MM`` outside it): the
+    brain is the foreground near that mask -- the coarse view lost the cortical rim there (subject-20 T1 kept
+    91 % of GM/WM); whole head: the mask cut at ``cut`` (the card's: the 0.5 level lies on the skull / CSF
+    rim).  Then the half-maximum cut (:func:`_half_maximum_cut`; kept whole if the cut leaves nothing)."""
+    from .brain_extraction import THRESHOLD, mask_from_probability
+
     spacing = tuple(float(s) for s in spacing)
-    if not learned.any():
-        return learned
+    inclusive = mask_from_probability(probability, spacing, THRESHOLD)
+    if inclusive is None:
+        return None
     smooth = _smooth(array.astype(np.float32), spacing, SMOOTHING_MM)
     background, level = _background_level(smooth)
     head = _head_of(smooth, background, level)
-    beyond = head & ~_dilate(learned, spacing, STRIPPED_MARGIN_MM)
-    if np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(learned):
-        learned = ndimage.binary_fill_holes(_largest_component(head & _dilate(learned, spacing, LEARNED_REACH_MM)))
-    cut = _half_maximum_cut(smooth, background, learned)
-    return cut if cut.any() else learned
+    beyond = head & ~_dilate(inclusive, spacing, STRIPPED_MARGIN_MM)
+    if np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(inclusive):
+        learned = ndimage.binary_fill_holes(_largest_component(head & _dilate(inclusive, spacing, LEARNED_REACH_MM)))
+    else:
+        tight = mask_from_probability(probability, spacing, max(cut, THRESHOLD))
+        learned = tight if tight is not None else inclusive
+    cut_mask = _half_maximum_cut(smooth, background, learned)
+    return cut_mask if cut_mask.any() else learned
+
+
+def learned_mask(volume: Volume) -> np.ndarray | None:
+    """The brain mask Atropos uses by default: the network's probability made exact by
+    :func:`refine_learned_mask`; None without weights, for a field of view too small to be a head, or when
+    no brain is found (then the classical rules)."""
+    from .brain_extraction import brain_probability, threshold
+
+    probability = brain_probability(volume)
+    if probability is None:
+        return None
+    return refine_learned_mask(volume.array[0], volume.spacing, probability, threshold())
 
 
 def _half_maximum_cut(smooth: np.ndarray, background: float, brain: np.ndarray) -> np.ndarray:
@@ -401,11 +420,9 @@ def segment_tissues(
     spacing = tuple(float(s) for s in volume.spacing)
     mask, mask_used = None, "classical"
     if mask_method == "learned":
-        from .brain_extraction import learned_brain_mask
-
-        mask = learned_brain_mask(volume)
+        mask = learned_mask(volume)
         if mask is not None:
-            mask, mask_used = refine_learned_mask(array, spacing, mask), "learned"
+            mask_used = "learned"
         else:  # no weights, a field of view too small to be a head, or no brain found in it
             mask_used = "classical (the learned mask found no brain to judge)"
     if mask is None:

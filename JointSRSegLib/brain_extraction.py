@@ -16,7 +16,8 @@ detail, and a 3D U-Net at 1 mm costs minutes on a CPU:
 2. box-filtered (a Gaussian with the box's width, ``factor / sqrt(12)`` input voxels) and sampled at the
    working grid's voxel centres -- the area average the training data has by construction;
 3. range-normalised (0.5 / 99.5 percentiles -> 0 / 1), the network's brain probability;
-4. the probability sampled back at every input voxel (trilinear), > 0.5, largest component, holes filled.
+4. the probability sampled back at every input voxel (trilinear), cut at the card's threshold (chosen on
+   the validation label maps at full resolution: the 3 mm view errs outwards), largest component, holes filled.
 
 The output lies on the input grid, exactly; only the network's view is coarse.  Weights:
 ``Resources/BrainMask`` (trained by ``python -m training.brain_mask``; its JSON holds the validation Dice).
@@ -44,7 +45,7 @@ PERCENTILES = (0.5, 99.5)
 MODEL_DIR = Path(__file__).resolve().parents[1] / "Resources" / "BrainMask"
 WEIGHTS_FILE = "brain_mask.safetensors"
 CARD_FILE = "brain_mask.json"
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # the probability cut when the card records none (a chosen one: :func:`threshold`)
 # The head's box must span this many working voxels (48 mm) on every axis for the network to judge it (a
 # thinner slab, a spinal-cord or knee field of view is no head): below, None and the classical rules.
 MIN_WORKING_VOXELS = 16
@@ -140,10 +141,10 @@ def predict_probability(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     return probability[tuple(slice(0, n) for n in image.shape)]
 
 
-def learned_brain_mask(volume: Volume, directory: Path | None = None) -> np.ndarray | None:
-    """Boolean ``(I, J, K)`` brain mask of a single-channel ``volume`` on its own grid; None when the weights
-    are not installed, the head is too small for the network to judge (``MIN_WORKING_VOXELS``) or no brain
-    of ``MIN_BRAIN_ML`` is found."""
+def brain_probability(volume: Volume, directory: Path | None = None) -> np.ndarray | None:
+    """The network's brain probability at every voxel of ``volume``'s grid (float32, 0 outside the head);
+    None when the weights are not installed or the head is too small for the network to judge
+    (``MIN_WORKING_VOXELS``)."""
     directory = Path(directory) if directory is not None else MODEL_DIR
     if not (directory / WEIGHTS_FILE).is_file():
         return None
@@ -157,17 +158,37 @@ def learned_brain_mask(volume: Volume, directory: Path | None = None) -> np.ndar
     if min(working_shape(crop.shape, spacing)) < MIN_WORKING_VOXELS:
         return None
     coarse = to_working_grid(crop, spacing)
-    probability = predict_probability(net, normalise(coarse))
-    fine = from_working_grid(probability, crop.shape, spacing) > THRESHOLD
-    mask = np.zeros(ras.shape, dtype=bool)
-    mask[box] = fine & head[box]
+    probability = np.zeros(ras.shape, dtype=np.float32)
+    probability[box] = from_working_grid(predict_probability(net, normalise(coarse)), crop.shape, spacing) * head[box]
+    return reo.invert(probability[None])[0]
+
+
+def threshold(directory: Path | None = None) -> float:
+    """The probability cut of the shipped weights: chosen on the validation label maps at full resolution
+    (``python -m training.brain_mask_threshold``, recorded in the card), else ``THRESHOLD``."""
+    path = (Path(directory) if directory is not None else MODEL_DIR) / CARD_FILE
+    entry = json.loads(path.read_text()).get("threshold") if path.is_file() else None
+    return float(entry["value"]) if entry else THRESHOLD
+
+
+def mask_from_probability(probability: np.ndarray, spacing, cut: float) -> np.ndarray | None:
+    """``probability > cut``, its largest component, holes filled; None without ``MIN_BRAIN_ML`` of brain."""
+    mask = probability > cut
     if float(mask.sum()) * float(np.prod(spacing)) / 1000.0 < MIN_BRAIN_ML:
         return None
-    if mask.any():
-        labels, n = ndimage.label(mask)
-        if n > 1:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            mask = labels == int(np.argmax(sizes))
-        mask = ndimage.binary_fill_holes(mask)
-    return reo.invert(mask[None])[0]
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return ndimage.binary_fill_holes(mask)
+
+
+def learned_brain_mask(volume: Volume, directory: Path | None = None, cut: float | None = None) -> np.ndarray | None:
+    """Boolean ``(I, J, K)`` brain mask of a single-channel ``volume`` on its own grid (:func:`brain_probability`
+    cut at :func:`threshold` unless ``cut`` is given); None when the weights are not installed, the head is
+    too small for the network to judge or no brain of ``MIN_BRAIN_ML`` is found."""
+    probability = brain_probability(volume, directory)
+    if probability is None:
+        return None
+    return mask_from_probability(probability, volume.spacing, threshold(directory) if cut is None else cut)

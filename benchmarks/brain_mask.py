@@ -38,10 +38,9 @@ def _bspline(lr, axis: int):
 def masks(volume) -> dict[str, tuple[np.ndarray, float]]:
     out = {}
     started = time.perf_counter()
-    learned = learned_brain_mask(volume)
+    learned = atropos.learned_mask(volume)
     if learned is not None:
-        out["learned"] = (atropos.refine_learned_mask(volume.array[0], volume.spacing, learned),
-                          time.perf_counter() - started)
+        out["learned"] = (learned, time.perf_counter() - started)
     started = time.perf_counter()
     out["classical"] = (atropos.brain_mask(volume.array[0], volume.spacing, grid=volume.grid),
                         time.perf_counter() - started)
