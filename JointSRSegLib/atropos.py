@@ -5,9 +5,9 @@ Steps, all on the input grid with its exact spacing, origin and direction:
 
 1. **Brain mask**: by default learned (:mod:`JointSRSegLib.brain_extraction`, made exact at the input's
    resolution by :func:`refine_learned_mask`: whole heads cut at the card's probability, chosen on
-   validation maps, skull-stripped inputs the foreground near the 0.5 mask); without its weights, for a field of view too small to be a
-   head, or with ``mask_method="classical"``, the rules of :func:`brain_mask`, from the image alone,
-   classical and deterministic.  The *head*:
+   validation maps, skull-stripped inputs the foreground near the 0.5 mask); without its weights, for a
+   field of view too small to be a head, or with ``mask_method="classical"``, the rules of
+   :func:`brain_mask`, from the image alone, classical and deterministic.  The *head*:
    the image smoothed by a 0.5 mm Gaussian, thresholded a quarter of the way from the background level
    to the foreground median (both from Otsu's split) -- this works for zero and for noisy backgrounds;
    largest component, holes filled.  The *dark gap*: voxels below the lowest of three Otsu thresholds

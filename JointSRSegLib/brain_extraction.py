@@ -165,7 +165,7 @@ def brain_probability(volume: Volume, directory: Path | None = None) -> np.ndarr
 
 def threshold(directory: Path | None = None) -> float:
     """The probability cut of the shipped weights: chosen on the validation label maps at full resolution
-    (``python -m training.brain_mask_threshold``, recorded in the card), else ``THRESHOLD``."""
+    (``python -m benchmarks.brain_mask_threshold --write`` records it in the card), else ``THRESHOLD``."""
     path = (Path(directory) if directory is not None else MODEL_DIR) / CARD_FILE
     entry = json.loads(path.read_text()).get("threshold") if path.is_file() else None
     return float(entry["value"]) if entry else THRESHOLD
