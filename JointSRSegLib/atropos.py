@@ -71,6 +71,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
+from .foreground import largest_component
 from .tissue_classes import BACKGROUND, GREY_MATTER, WHITE_MATTER
 from .volume import Volume
 
@@ -155,15 +156,6 @@ def _otsu(values: np.ndarray, thresholds: int = 1) -> list[float]:
     return sorted(float(t) for t in f.GetThresholds())
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
 def _erode(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
     return ndimage.distance_transform_edt(mask, sampling=spacing) > mm
 
@@ -181,7 +173,7 @@ def _background_level(smooth: np.ndarray) -> tuple[float, float]:
 def _head_of(smooth: np.ndarray, background: float, level: float) -> np.ndarray:
     """Voxels a quarter of the way from the background to the foreground median, largest component, filled."""
     foreground = smooth > background + FOREGROUND_FRACTION * (level - background)
-    return ndimage.binary_fill_holes(_largest_component(foreground))
+    return ndimage.binary_fill_holes(largest_component(foreground))
 
 
 def head_mask(array: np.ndarray, spacing) -> np.ndarray:
@@ -244,14 +236,14 @@ def brain_mask(
     core = _erode(bright, spacing, erosion_mm)
     if not core.any():  # too thin to erode: the largest bright component
         core = bright if bright.any() else head
-    seed = _superior_component(core, grid) if grid is not None else _largest_component(core)
-    brain = _largest_component(_dilate(seed, spacing, reach) & bright)
+    seed = _superior_component(core, grid) if grid is not None else largest_component(core)
+    brain = largest_component(_dilate(seed, spacing, reach) & bright)
     brain = ndimage.binary_fill_holes(_dilate(brain, spacing, EDGE_MM) & head)  # partial-volume edge back
     beyond = head & ~_dilate(brain, spacing, STRIPPED_MARGIN_MM)
     if dark_is_tissue or np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(brain):
         # skull-stripped: nothing but CSF around the brain -- no opening, which would cut gyri off
         core = _erode(foreground, spacing, STRIPPED_EROSION_MM)
-        seed = _largest_component(core) if core.any() else _largest_component(foreground)
+        seed = largest_component(core) if core.any() else largest_component(foreground)
         brain = ndimage.binary_fill_holes(_dilate(seed, spacing, STRIPPED_EROSION_MM) & foreground)
     return _half_maximum_cut(smooth, background, brain)
 
@@ -274,7 +266,7 @@ def refine_learned_mask(array: np.ndarray, spacing, probability: np.ndarray, cut
     head = _head_of(smooth, background, level)
     beyond = head & ~_dilate(inclusive, spacing, STRIPPED_MARGIN_MM)
     if np.count_nonzero(beyond) < STRIPPED_FRACTION * np.count_nonzero(inclusive):
-        learned = ndimage.binary_fill_holes(_largest_component(head & _dilate(inclusive, spacing, LEARNED_REACH_MM)))
+        learned = ndimage.binary_fill_holes(largest_component(head & _dilate(inclusive, spacing, LEARNED_REACH_MM)))
     else:
         tight = mask_from_probability(probability, spacing, max(cut, THRESHOLD))
         learned = tight if tight is not None else inclusive
@@ -298,7 +290,7 @@ def _half_maximum_cut(smooth: np.ndarray, background: float, brain: np.ndarray) 
     """``brain`` without its edge voxels darker than half-way from the background to the brain's median
     (partial volume with air or skull, which would form an Atropos class of their own), holes filled."""
     edge = background + 0.5 * (float(np.median(smooth[brain])) - background)
-    return ndimage.binary_fill_holes(_largest_component(brain & (smooth > edge)))
+    return ndimage.binary_fill_holes(largest_component(brain & (smooth > edge)))
 
 
 def assign_tissues(classes: np.ndarray, means: np.ndarray, mask: np.ndarray, spacing) -> tuple[dict[int, int], str]:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .foreground import bounding_box, head_mask
+from .foreground import bounding_box, head_mask, largest_component
 from .orientation import Reorientation
 from .volume import Volume
 
@@ -107,8 +107,8 @@ def from_working_grid(coarse: np.ndarray, shape, spacing, working_mm: float = WO
     return _separable_linear(coarse, [_centres(n, s, working_mm) for n, s in zip(shape, spacing)])
 
 
-def card() -> dict | None:
-    path = MODEL_DIR / CARD_FILE
+def card(directory: Path | None = None) -> dict | None:
+    path = (Path(directory) if directory is not None else MODEL_DIR) / CARD_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -166,8 +166,7 @@ def brain_probability(volume: Volume, directory: Path | None = None) -> np.ndarr
 def threshold(directory: Path | None = None) -> float:
     """The probability cut of the shipped weights: chosen on the validation label maps at full resolution
     (``python -m benchmarks.brain_mask_threshold --write`` records it in the card), else ``THRESHOLD``."""
-    path = (Path(directory) if directory is not None else MODEL_DIR) / CARD_FILE
-    entry = json.loads(path.read_text()).get("threshold") if path.is_file() else None
+    entry = (card(directory) or {}).get("threshold")
     return float(entry["value"]) if entry else THRESHOLD
 
 
@@ -176,12 +175,7 @@ def mask_from_probability(probability: np.ndarray, spacing, cut: float) -> np.nd
     mask = probability > cut
     if float(mask.sum()) * float(np.prod(spacing)) / 1000.0 < MIN_BRAIN_ML:
         return None
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(mask)
+    return ndimage.binary_fill_holes(largest_component(mask))
 
 
 def learned_brain_mask(volume: Volume, directory: Path | None = None, cut: float | None = None) -> np.ndarray | None:

@@ -94,3 +94,13 @@ def bounding_box(mask: np.ndarray, minimum: tuple[int, ...] = (1, 1, 1)) -> tupl
             start = max(0, stop - max(stop - start, min(int(minimum[axis]), n)))
         box.append(slice(start, stop))
     return tuple(box)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``mask`` (face connectivity); ``mask`` itself when it has one or none."""
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
