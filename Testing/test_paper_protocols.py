@@ -16,7 +16,7 @@ from JointSRSegLib.models.tasc_blocks import CTCI
 from training.config import ConfigError, resolve
 from training.data.pairs import degrade_array
 from training.engine.loop import stage_batch_size, stage_list, stage_optim
-from training.engine.schedules import build_optimizer
+from training.engine.schedules import build_optimizer, build_scheduler, lr_factor
 from training.tasks.base import TaskAdapter
 from training.tasks.joint3d import lr_patch_size, model_scale
 from training.tasks.transforms import ThickVoxelsd
@@ -75,7 +75,38 @@ def test_per_stage_optimisers_are_built_as_the_cnn_vit_paper_states():
     assert stage_batch_size(cfg, stages["autoencoder"]) == cfg["data"]["batch_size"]
 
 
+def test_rehrseg_segmenter_trains_with_nnunets_nesterov_sgd_and_poly_schedule():
+    """Sec. 4.2: the segmenter has nnU-Net-3D's default setting: SGD 0.01, Nesterov 0.99, wd 3e-5, poly 0.9."""
+    for name in ("rehrseg", "rehrseg_small"):
+        cfg = resolve(ROOT / "training" / "configs" / f"{name}.yaml")
+        stages = {s["name"]: s for s in stage_list(cfg)}
+        seg = stages["segmentation"]
+        params = [torch.nn.Parameter(torch.ones(2))]
+        sgd = build_optimizer(params, stage_optim(cfg, seg), float(seg["lr"]), float(seg["weight_decay"]))
+        group = sgd.param_groups[0]
+        assert type(sgd) is torch.optim.SGD and group["nesterov"] is True, name
+        assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.99, 3e-5), name
+        assert seg["steps"] == 250_000 and stage_batch_size(cfg, seg) == 2, name
+        assert type(build_optimizer(params, stage_optim(cfg, stages["self_sr"]), 1e-4, 0.0)) is torch.optim.Adam
+    schedule = {"name": "poly", "power": 0.9}
+    assert lr_factor(0, 100, schedule, 0.01) == 1.0
+    assert lr_factor(50, 100, schedule, 0.01) == pytest.approx(0.5 ** 0.9)  # 0.5359
+    assert lr_factor(100, 100, schedule, 0.01) == 0.0
+    # Nesterov's step by hand: v = mu v + g; p -= lr (g + mu v)  (torch's form), g = 2 p for p^2
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer([p], {"name": "sgd", "momentum": 0.5, "nesterov": True}, 0.1, 0.0)
+    scheduler = build_scheduler(opt, schedule, 4, 0.1)
+    (p ** 2).sum().backward()
+    opt.step()
+    scheduler.step()
+    assert float(p.detach()) == pytest.approx(1.0 - 0.1 * (2.0 + 0.5 * 2.0))  # 0.7
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75 ** 0.9)
+
+
 @pytest.mark.parametrize(("stage", "message"), [
+    ("{name: a, steps: 1, optim: {name: sgd, momentum: 1.5}}", r"stages\[0\].optim.momentum must be a number"),
+    ("{name: a, steps: 1, optim: {name: sgd, momentum: 0, nesterov: true}}", r"optim.nesterov needs momentum > 0"),
+    ("{name: a, steps: 1, optim: {nesterov: 1}}", r"stages\[0\].optim.nesterov must be true or false"),
     ("{name: a, steps: 1, optim: {name: lamb}}", r"stages\[0\].optim.name is 'lamb'"),
     ("{name: a, steps: 1, optim: {lr: 1}}", r"stages\[0\].optim has unknown key\(s\) \['lr'\]"),
     ("{name: a, steps: 1, optim: {betas: [0.9]}}", r"stages\[0\].optim.betas must be two numbers"),

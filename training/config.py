@@ -111,12 +111,15 @@ SCHEMA: dict[str, Option] = {
     "optim.lr": Option(1e-4, _NUM, "learning rate"),
     "optim.weight_decay": Option(0.0, _NUM, "weight decay"),
     "optim.betas": Option([0.9, 0.999], list, "Adam betas"),
+    "optim.momentum": Option(0.9, _NUM, "SGD momentum (nnU-Net: 0.99)"),
+    "optim.nesterov": Option(False, bool, "SGD with Nesterov momentum (nnU-Net: true)"),
     "optim.grad_clip": Option(0.0, _NUM, "max gradient norm (0: no clipping)"),
     "schedule.name": Option("constant", str, "learning-rate schedule",
-                            ("constant", "cosine", "multistep", "plateau")),
+                            ("constant", "cosine", "multistep", "plateau", "poly")),
     "schedule.milestones": Option([], list, "multistep: steps (within the stage) where lr is multiplied by gamma"),
     "schedule.gamma": Option(0.5, _NUM, "multistep / plateau factor"),
     "schedule.min_lr": Option(0.0, _NUM, "cosine: final learning rate"),
+    "schedule.power": Option(0.9, _NUM, "poly: lr = base * (1 - step / steps) ** power (nnU-Net: 0.9)"),
     "schedule.warmup_steps": Option(0, int, "linear warm-up steps"),
     "train.max_steps": Option(1000, int, "optimizer steps in total (all stages; the stages' steps must sum to it)"),
     "train.steps_per_epoch": Option(100, int, "steps between validations (an 'epoch' of random patches)"),
@@ -130,8 +133,9 @@ SCHEMA: dict[str, Option] = {
     "train.progress": Option(True, bool, "tqdm progress bar"),
     "loss": Option({}, dict, "loss options of the task adapter (balancing, weights ...; see docs/training.md)"),
     "stages": Option([], list, "training stages [{name, steps, lr?, weight_decay?, optim?, batch_size?, schedule?, "
-                     "loss?}] (empty: one stage of train.max_steps); optim: {name?, betas?} over the optim section "
-                     "(per-stage optimisers, e.g. AdamW for a pretext stage, Adam for the next)"),
+                     "loss?}] (empty: one stage of train.max_steps); optim: {name?, betas?, momentum?, nesterov?} over "
+                     "the optim section (per-stage optimisers, e.g. AdamW for a pretext stage, Adam for the next, "
+                     "nnU-Net's Nesterov SGD for a segmenter)"),
     "export.id": Option(None, str, "package id (default: <architecture>-<run.name>)", nullable=True),
     "export.version": Option("0.1.0", str, "package version"),
     "export.name": Option(None, str, "human-readable name", nullable=True),
@@ -141,7 +145,8 @@ SCHEMA: dict[str, Option] = {
 }
 
 STAGE_KEYS = {"name", "steps", "lr", "weight_decay", "optim", "batch_size", "schedule", "loss"}
-STAGE_OPTIM_KEYS = {"name", "betas"}  # a stage's optimiser: what it may change of the optim section
+# A stage's optimiser: what it may change of the optim section.
+STAGE_OPTIM_KEYS = {"name", "betas", "momentum", "nesterov"}
 
 
 def defaults() -> dict[str, Any]:
@@ -244,6 +249,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: data.factor must be an integer 2-8, got {data['factor']}")
     if data["scale"] is not None:
         _check_scale(data, cfg["model"]["architecture"], source)
+    _check_momentum(cfg["optim"], f"{source}: optim")
     for key in ("max_steps", "steps_per_epoch"):
         if cfg["train"][key] < 1:
             raise ConfigError(f"{source}: train.{key} must be at least 1")
@@ -281,7 +287,8 @@ def _check_scale(data: Mapping, architecture: str, source: str) -> None:
 
 
 def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
-    """A stage's ``batch_size`` and ``optim`` ({name?, betas?}) are checked like their sections' options."""
+    """A stage's ``batch_size`` and ``optim`` ({name?, betas?, momentum?, nesterov?}) are checked like their
+    sections' options."""
     where = f"{source}: stages[{index}]"
     if "batch_size" in stage and (not isinstance(stage["batch_size"], int) or isinstance(stage["batch_size"], bool)
                                   or stage["batch_size"] < 1):
@@ -290,7 +297,7 @@ def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
     if optim is None:
         return
     if not isinstance(optim, Mapping):
-        raise ConfigError(f"{where}.optim must be a mapping {{name?, betas?}}, got {optim!r}")
+        raise ConfigError(f"{where}.optim must be a mapping {{name?, betas?, momentum?, nesterov?}}, got {optim!r}")
     unknown = set(optim) - STAGE_OPTIM_KEYS
     if unknown:
         raise ConfigError(f"{where}.optim has unknown key(s) {sorted(unknown)}; use {sorted(STAGE_OPTIM_KEYS)} "
@@ -301,6 +308,18 @@ def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
     betas = optim.get("betas", [0.9, 0.999])
     if not (isinstance(betas, list) and len(betas) == 2 and all(isinstance(b, _NUM) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"{where}.optim.betas must be two numbers in [0, 1), got {betas!r}")
+    if "nesterov" in optim and not isinstance(optim["nesterov"], bool):
+        raise ConfigError(f"{where}.optim.nesterov must be true or false, got {optim['nesterov']!r}")
+    _check_momentum({**{"momentum": 0.9, "nesterov": False}, **optim}, f"{where}.optim")
+
+
+def _check_momentum(optim: Mapping, where: str) -> None:
+    """SGD's momentum lies in [0, 1); Nesterov momentum needs it positive (torch refuses 0)."""
+    momentum = optim.get("momentum", 0.9)
+    if not isinstance(momentum, _NUM) or isinstance(momentum, bool) or not 0 <= momentum < 1:
+        raise ConfigError(f"{where}.momentum must be a number in [0, 1), got {momentum!r}")
+    if optim.get("nesterov") and momentum <= 0:
+        raise ConfigError(f"{where}.nesterov needs momentum > 0")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -22,7 +22,11 @@ def build_optimizer(params: Sequence[torch.nn.Parameter], optim: Mapping, lr: fl
         return torch.optim.Adam(params, lr=lr, betas=tuple(optim["betas"]), weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=tuple(optim["betas"]), weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    momentum = float(optim.get("momentum", 0.9))
+    nesterov = bool(optim.get("nesterov", False))
+    if nesterov and momentum <= 0:
+        raise ValueError("optim.nesterov needs optim.momentum > 0")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 def lr_factor(step: int, total: int, schedule: Mapping, base_lr: float) -> float:
@@ -35,6 +39,9 @@ def lr_factor(step: int, total: int, schedule: Mapping, base_lr: float) -> float
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         floor = float(schedule.get("min_lr", 0.0)) / base_lr if base_lr > 0 else 0.0
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if name == "poly":  # nnU-Net's schedule: (1 - t)^0.9 over the stage, 0 at its end
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return (1.0 - progress) ** float(schedule.get("power", 0.9))
     if name == "multistep":
         passed = sum(step >= int(m) for m in schedule.get("milestones", []))
         return float(schedule.get("gamma", 0.5)) ** passed
