@@ -119,7 +119,7 @@ class JointSRSegParameterNode:
     # cuda = GPU 0; cuda:N = GPU N; mps = Apple GPU (the worker sets CUDA_VISIBLE_DEVICES for cuda:N).
     device: Annotated[str, Choice(list(DEVICES))] = AUTO
     uncertainty: bool = False
-    # The engine's methods (auto, tta, mc_dropout: JointSRSegLib.vocabulary); the map each gives per task
+    # The engine's methods (auto, tta, mc_dropout, uasr: JointSRSegLib.vocabulary); the map each gives per task
     # is the run report's model.uncertainty_kinds.
     uncertaintyMethod: Annotated[str, Choice(list(UNCERTAINTY_METHODS))] = AUTO
     markUncertainVoxels: bool = False

@@ -21,6 +21,7 @@ from .vocabulary import (
     AUTO,
     RESERVED_MODEL_IDS,
     TASKS,
+    UASR,
     UNCERTAINTY_METHODS,
     check_choice,
     check_protocol,
@@ -277,8 +278,11 @@ def has_dropout(config: Mapping[str, Any]) -> bool:
 
 def uncertainty_methods(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """The uncertainty methods that apply to a package: ``auto`` when it declares maps of its own,
-    ``tta`` always (flips of any network), ``mc_dropout`` when its network has dropout."""
-    applies = {AUTO: bool(meta.get("uncertainty")), "tta": True, "mc_dropout": has_dropout(meta.get("config", {}))}
+    ``tta`` always (flips of any network), ``mc_dropout`` when its network has dropout, ``uasr`` when it
+    carries REHRSeg's self-SR teacher (``seg_uasr``)."""
+    declared = meta.get("uncertainty") or []
+    applies = {AUTO: bool(declared), "tta": True, "mc_dropout": has_dropout(meta.get("config", {})),
+               UASR: f"seg_{UASR}" in declared}
     return tuple(method for method in UNCERTAINTY_METHODS if applies[method])
 
 

@@ -65,19 +65,24 @@ _GPU_INDEX = re.compile(r"^cuda:(\d+)$")
 
 # How an uncertainty map is estimated (``--uncertainty-method``, predict's ``uncertainty_method``,
 # the panel's Method menu).
-UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout")
+# ``uasr`` is REHRSeg's teacher map on request only: on held-out scans it ranks label errors at chance
+# (AUROC 0.49 / 0.53, docs/benchmarks.md), so ``auto`` gives REHRSeg packages the softmax entropy.
+UASR = "uasr"
+UNCERTAINTY_METHODS = ("auto", "tta", "mc_dropout", UASR)
 SAMPLING_METHODS = ("tta", "mc_dropout")  # several forwards of a network: packages only
 UNCERTAINTY_METHOD_TEXT: Mapping[str, str] = {
-    "auto": "the model's own maps: SR variance head, softmax entropy or REHRSeg's UASR map",
+    "auto": "the model's own maps: SR variance head, softmax entropy",
     "tta": "flip test-time augmentation: the spread over the four in-plane flips, identity included",
     "mc_dropout": "Monte-Carlo dropout samples (packages whose network has dropout)",
+    UASR: "REHRSeg's UASR map of its self-SR teacher (REHRSeg packages; no signal for label errors measured)",
 }
 # The kind of map each method gives per task (``model.uncertainty_kinds`` of the run report): a
 # package's own heads under ``auto``, the sample spread and the mutual information when sampling.
 KINDS_OF_METHOD: Mapping[str, Mapping[str, tuple[str, ...]]] = {
-    "auto": {"sr": ("aleatoric",), "interp": ("aleatoric",), "seg": ("entropy", "uasr")},
+    "auto": {"sr": ("aleatoric",), "interp": ("aleatoric",), "seg": ("entropy",)},
     "tta": {"sr": ("sample_variance",), "interp": ("sample_variance",), "seg": ("mutual_information",)},
     "mc_dropout": {"sr": ("sample_variance",), "interp": ("sample_variance",), "seg": ("mutual_information",)},
+    UASR: {"sr": ("aleatoric",), "interp": ("aleatoric",), "seg": ("uasr",)},
 }
 # What the value of an uncertainty map means (the legend's unit in preview.png and in Slicer).  The
 # calibrated maps of atropos, self and adapt (JointSRSegLib.calibration) have a unit; a package's own
@@ -283,6 +288,7 @@ __all__ = [
     "TRAINING_DEVICES",
     "UNCERTAINTY_KINDS",
     "UNCERTAINTY_KIND_TEXT",
+    "UASR",
     "UNCERTAINTY_METHODS",
     "UNCERTAINTY_METHOD_TEXT",
     "check_axis",

@@ -40,7 +40,7 @@ def meta() -> dict:
 def test_package_loads_verifies_and_documents(meta, tmp_path):
     package = load_package(FOLDER)  # checks the schema and the weights' SHA-256
     assert package.id == MODEL_ID and package.tasks == ("seg",) and package.protocol == "sr"
-    assert meta["architecture"] == "rehrseg_seg_uasr" and meta["uncertainty"] == ["seg_uasr"]
+    assert meta["architecture"] == "rehrseg_seg_uasr" and meta["uncertainty"] == ["seg_entropy", "seg_uasr"]
     assert package.scale.factors == (4,)
     assert (FOLDER / "model.safetensors").stat().st_size <= MAX_BYTES
     assert meta["intended_use"] == "Research use, not for diagnosis." and meta["license"] == "CC-BY-4.0"
@@ -59,7 +59,8 @@ def test_hr_segmentation_and_uasr_map_on_held_outcrop(meta):
     hr = crop(hr.with_array(hr.array.astype(np.float32)), check["crop_start"], check["crop_size"])
     tissue = crop(read_volume(TISSUE), check["crop_start"], check["crop_size"])
     lr = simulate_thick_slices(hr, 4, 2)
-    result = predict(lr, model=MODEL_ID, tasks=("seg",), scale=4, axis=2, device="cpu", uncertainty=True)
+    result = predict(lr, model=MODEL_ID, tasks=("seg",), scale=4, axis=2, device="cpu", uncertainty=True,
+                     uncertainty_method="uasr")
     seg, u = result.outputs["seg"], result.outputs["uncertainty_seg"]
     assert seg.grid.almost_equal(hr.grid) and u.grid.almost_equal(hr.grid)
     assert result.report["model"]["uncertainty_kinds"] == {"uncertainty_seg": "uasr"}

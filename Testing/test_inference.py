@@ -90,8 +90,9 @@ def test_3d_joint_model_outputs_on_protocol_grid(packages, name):
 
 
 def test_rehrseg_package_gives_the_uasr_map_as_segmentation_uncertainty(packages, monkeypatch):
-    """A ``seg_uasr`` package: ``uncertainty_seg`` is the teacher's U on the HR grid (in [0, 1]); the
-    teacher runs only when the map is asked for; TTA replaces it by the mutual information."""
+    """A ``seg_uasr`` package: with method ``uasr`` ``uncertainty_seg`` is the teacher's U on the HR grid (in
+    [0, 1]); the teacher runs only when that map is asked for: ``auto`` gives the softmax entropy (UASR ranks
+    label errors at chance on held-out scans), TTA the mutual information."""
     from JointSRSegLib.models.rehrseg_sr import REHRSegSR
 
     calls = []
@@ -100,7 +101,11 @@ def test_rehrseg_package_gives_the_uasr_map_as_segmentation_uncertainty(packages
     lr = _crop(read_volume(DATA / "orientation" / "RAS.nii.gz"))
     plain = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1)
     assert set(plain.outputs) == {"seg"} and not calls
-    result = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True)
+    auto = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True)
+    assert not calls and auto.report["model"]["uncertainty_kinds"] == {"uncertainty_seg": "entropy"}
+    assert np.array_equal(auto.outputs["seg"].array, plain.outputs["seg"].array)
+    result = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True,
+                     uncertainty_method="uasr")
     assert calls
     expected = subdivide_grid(lr.grid, 2, 1)
     u = result.outputs["uncertainty_seg"]
@@ -112,6 +117,9 @@ def test_rehrseg_package_gives_the_uasr_map_as_segmentation_uncertainty(packages
     tta = predict(lr, model=packages["rehrseg"], tasks=("seg",), scale=2, axis=1, uncertainty=True,
                   uncertainty_method="tta")
     assert not calls and tta.report["model"]["uncertainty_kinds"] == {"uncertainty_seg": "mutual_information"}
+    with pytest.raises(InputError, match=r"uncertainty method 'uasr' does not apply: the UASR map is REHRSeg"):
+        predict(lr, model=packages["swinsr"], tasks=("sr", "seg"), scale=2, axis=1, uncertainty=True,
+                uncertainty_method="uasr")
 
 
 def test_2d_pairwise_interpolation_keeps_acquired_slices(packages):

@@ -256,18 +256,19 @@ def test_every_shipped_config_resolves_and_builds():
 
 def test_rehrseg_package_holds_the_teacher_and_gives_the_uasr_map(tmp_path, lr_volume):
     """REHRSeg exports the segmenter with its self-SR teacher (``rehrseg_seg_uasr``), so ``jointsrseg run
-    --uncertainty`` writes the HR segmentation and the UASR map on one grid; ``loss.export=segmenter``
-    exports the segmenter alone (entropy only)."""
+    --uncertainty --uncertainty-method uasr`` writes the HR segmentation and the UASR map on one grid (the
+    default map is the entropy); ``loss.export=segmenter`` exports the segmenter alone (entropy only)."""
     stages = ("stages=[{name: self_sr, steps: 1, loss: {objective: self_sr}}, "
               "{name: segmentation, steps: 1, loss: {objective: segmentation}}]")
     common = [stages, "train.max_steps=2", "train.steps_per_epoch=2"]
     summary = run_training(tiny("rehrseg_tiny", tmp_path / "both", *common))
     package = export_run(summary["run_dir"], tmp_path / "pkg", which="last")
     meta = load_package(package).metadata
-    assert (meta["architecture"], meta["tasks"], meta["uncertainty"]) == ("rehrseg_seg_uasr", ["seg"], ["seg_uasr"])
+    assert (meta["architecture"], meta["tasks"]) == ("rehrseg_seg_uasr", ["seg"])
+    assert meta["uncertainty"] == ["seg_entropy", "seg_uasr"]
     out = tmp_path / "out"
     assert cli_main(["run", "--input", str(lr_volume), "--model", str(package), "--tasks", "seg", "--scale", "4",
-                     "--axis", "2", "--uncertainty", "--out-dir", str(out)]) == 0
+                     "--axis", "2", "--uncertainty", "--uncertainty-method", "uasr", "--out-dir", str(out)]) == 0
     seg, u = nib.load(str(out / "seg.nii.gz")), nib.load(str(out / "uncertainty_seg.nii.gz"))
     assert seg.shape == u.shape == (48, 48, 24) and np.allclose(seg.affine, u.affine)
     values = np.asarray(u.dataobj)

@@ -132,7 +132,8 @@ def test_uncertainty_kinds_are_what_the_methods_make():
         made = {kind for method in v.UNCERTAINTY_METHODS for kind in v.KINDS_OF_METHOD[method][task]}
         assert set(v.UNCERTAINTY_KINDS[task]) == made
     assert "seg_uasr" in v.declared_uncertainty(["seg"]) and "sr_sample_variance" in v.declared_uncertainty(["sr"])
-    assert set(v.SAMPLING_METHODS) == set(v.UNCERTAINTY_METHODS) - {v.AUTO}
+    assert set(v.SAMPLING_METHODS) == set(v.UNCERTAINTY_METHODS) - {v.AUTO, v.UASR}
+    assert v.KINDS_OF_METHOD[v.AUTO]["seg"] == ("entropy",) and v.KINDS_OF_METHOD[v.UASR]["seg"] == ("uasr",)
     assert list(v.UNCERTAINTY_METHOD_TEXT) == list(v.UNCERTAINTY_METHODS)
 
 
@@ -193,13 +194,16 @@ def test_predict_refuses_sampling_methods_for_classical_models():
 
 @pytest.mark.parametrize("method", v.UNCERTAINTY_METHODS)
 def test_predict_runs_every_uncertainty_method_on_a_package(method, dropout_package):
-    """auto and tta on the shipped package; mc_dropout where the network has dropout, and on the
-    shipped package (none) a one-line refusal that names the methods that do apply."""
-    model = dropout_package if method == "mc_dropout" else SHIPPED
-    result = predict(thick(), model=model, tasks=("sr", "seg"), scale=4, device="cpu", uncertainty=True,
+    """auto and tta on the shipped package; mc_dropout where the network has dropout, uasr on the shipped
+    REHRSeg package, and on the shipped joint package (neither) a one-line refusal that names the methods
+    that do apply."""
+    model = {"mc_dropout": dropout_package, v.UASR: "rehrseg-brain-small"}.get(method, SHIPPED)
+    tasks = ("seg",) if method == v.UASR else ("sr", "seg")
+    result = predict(thick(), model=model, tasks=tasks, scale=4, device="cpu", uncertainty=True,
                      uncertainty_method=method, threads=1)  # fmt: skip
     kinds = result.report["model"]["uncertainty_kinds"]
-    assert kinds["uncertainty_sr"] in v.KINDS_OF_METHOD[method]["sr"]
+    if "sr" in tasks:
+        assert kinds["uncertainty_sr"] in v.KINDS_OF_METHOD[method]["sr"]
     assert kinds["uncertainty_seg"] in v.KINDS_OF_METHOD[method]["seg"]
     assert result.report["model"]["uncertainty_method"] == method
     if method == "mc_dropout":
@@ -207,6 +211,11 @@ def test_predict_runs_every_uncertainty_method_on_a_package(method, dropout_pack
             predict(thick(), model=SHIPPED, tasks=("sr",), scale=4, device="cpu", uncertainty=True,
                     uncertainty_method=method)  # fmt: skip
         assert_names(error.value, "'mc_dropout'", ("no active dropout", "auto or tta"))
+    if method == v.UASR:
+        with pytest.raises(InputError) as error:
+            predict(thick(), model=SHIPPED, tasks=("sr", "seg"), scale=4, device="cpu", uncertainty=True,
+                    uncertainty_method=method)  # fmt: skip
+        assert_names(error.value, "'uasr'", ("REHRSeg's self-SR teacher", "auto or tta"))
 
 
 # --------------------------------------------------------------------------- the engine door
@@ -333,8 +342,9 @@ def test_package_uncertainty_methods_come_from_model_json(dropout_package):
     from JointSRSegLib.packaging import load_package, resolve_model
 
     assert uncertainty_methods(resolve_model(SHIPPED).metadata) == ("auto", "tta")
-    assert uncertainty_methods(load_package(dropout_package).metadata) == v.UNCERTAINTY_METHODS
+    assert uncertainty_methods(load_package(dropout_package).metadata) == ("auto", "tta", "mc_dropout")
     assert uncertainty_methods(resolve_model("rdst-e-brain").metadata) == ("tta",)  # no maps of its own
+    assert uncertainty_methods(resolve_model("rehrseg-brain-small").metadata) == ("auto", "tta", v.UASR)
 
 
 def test_training_doors_use_the_vocabulary():
@@ -417,6 +427,14 @@ def test_every_panel_uncertainty_choice_runs_for_a_trained_package(scene_node, d
     """The panel's path without Qt: prepare -> compute -> import, with each Method choice."""
     scene, node = scene_node
     logic = JointSRSegLogic(scene)
+    if method == v.UASR:  # REHRSeg's teacher map: the shipped REHRSeg package, segmentation only
+        outputs = logic.process(node, model="rehrseg-brain-small", tasks=("seg",), scale=4, device="cpu",
+                                uncertainty=True, uncertaintyMethod=method)  # fmt: skip
+        kinds = json.loads(nodes.provenance_of(outputs["seg"])["report"])["model"]["uncertainty_kinds"]
+        assert kinds == {"uncertainty_seg": "uasr"}
+        unc = slicer.util.arrayFromVolume(outputs["uncertainty_seg"])
+        assert 0.0 < unc.min() and unc.max() < 1.0
+        return
     package = str(dropout_package) if method == "mc_dropout" else SHIPPED
     outputs = logic.process(node, model=package, tasks=("sr", "seg"), scale=4, device="cpu", uncertainty=True,
                             uncertaintyMethod=method)  # fmt: skip

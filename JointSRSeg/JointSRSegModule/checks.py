@@ -33,6 +33,7 @@ from JointSRSegLib.vocabulary import (
     SELF_SUPERVISED,
     TASK_TEXT,
     THROUGH_PLANE_PROTOCOLS,
+    UASR,
     check_factor,
     check_method_applies,
     check_uncertainty_method,
@@ -54,6 +55,7 @@ METHOD_NEEDS = {
     AUTO: "the model has no uncertainty map of its own",
     "tta": "flip test-time augmentation samples a trained network; this model is none",
     "mc_dropout": "its network has no dropout, so every Monte-Carlo sample would be the same",
+    UASR: "the UASR map is REHRSeg's self-SR teacher's; this model carries none",
 }
 RESEARCH_USE = "Research use, not for diagnosis."
 MODALITY_ALIASES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PT": "PT", "PET": "PT"}
@@ -278,7 +280,7 @@ def check_request(
 
     ``protocol`` is the kind of input the user asked for (sr: thick slices, interp: gapped slices,
     inplane: coarse pixels in each slice); None accepts whatever the model was made for.
-    ``uncertainty_method`` (auto, tta, mc_dropout) must be one the model has when ``uncertainty`` is on.
+    ``uncertainty_method`` (auto, tta, mc_dropout, uasr) must be one the model has when ``uncertainty`` is on.
     """
     source = volume.source
     if not tasks:

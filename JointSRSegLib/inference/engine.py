@@ -45,6 +45,7 @@ from ..vocabulary import (
     IMAGE_TASKS,
     RAW_UNCERTAINTY_UNIT,
     SELF_SUPERVISED,
+    UASR,
     check_method_applies,
     check_uncertainty_method,
 )
@@ -66,7 +67,7 @@ def _sampled_forward(
 ) -> dict:
     """One forward (``auto``), or several -- flips of the in-plane axes (``tta``) or dropout masks
     (``mc_dropout``) -- whose mean is the prediction and whose spread is the uncertainty."""
-    if method == AUTO:
+    if method in (AUTO, UASR):
         return _forward_in_mask(package, net, frame, mask, factor, device, roi, batch, notify, token, wanted)
     runs = []
     if method == "tta":
@@ -136,6 +137,11 @@ def run_model_package(
             others = tuple(m for m in uncertainty_methods(package.metadata) if m != method)
             why = "its network has no active dropout layer, so every sample would be the same"
             check_method_applies(method, package.id, others, why)
+        if uncertainty and method == UASR:
+            why = "the UASR map is REHRSeg's self-SR teacher's (packages listing seg_uasr)"
+            check_method_applies(method, package.id, uncertainty_methods(package.metadata), why)
+            if "seg" not in tasks:
+                raise InputError(package.path, "the UASR map is a segmentation uncertainty; ask for the seg task")
     token.raise_if_cancelled()
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
     trained_orientation = package.metadata.get("inference", {}).get("orientation")
@@ -158,13 +164,12 @@ def run_model_package(
     samples = int(options.get("samples", 4))
     roi = tuple(options.get("roi_size") or package.metadata.get("inference", {}).get("roi_size", DEFAULT_ROI))
     batch = int(options.get("batch_size") or 4)
-    # The model's own uncertainty heads are needed only when no sampling method replaces them.
-    own = uncertainty and method == AUTO
+    # REHRSeg's teacher (the UASR map) runs only when that map is asked for by name (method uasr).
     wanted = frozenset(
         (["sr"] if protocol else [])
         + (["seg"] if "seg" in tasks else [])
         + (["sr_log_var"] if uncertainty else [])
-        + (["sr_uncertainty"] if own and "seg" in tasks and "seg_uasr" in package.metadata["uncertainty"] else [])
+        + (["sr_uncertainty"] if uncertainty and method == UASR and "seg" in tasks else [])
     )
     if hasattr(net, "select_heads"):  # e.g. REHRSeg runs its self-SR teacher only for the UASR map
         net.select_heads(wanted)

@@ -191,5 +191,6 @@ class REHRSegAdapter(TaskAdapter):
         return net
 
     def export_metadata(self) -> dict[str, Any]:
-        uncertainty = ["seg_entropy"] if self.export == "segmenter" else ["seg_uasr"]
+        # The teacher's UASR map on request (method uasr); the default map is the softmax entropy.
+        uncertainty = ["seg_entropy"] if self.export == "segmenter" else ["seg_entropy", "seg_uasr"]
         return {"tasks": ["seg"], "scale": [1, 1, self.factor], "protocol": "sr", "uncertainty": uncertainty}
