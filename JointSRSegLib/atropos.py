@@ -121,6 +121,8 @@ REGISTRATION_SPACING_MM = 2.5
 AFFINE_ITERATIONS = (500, 300, 100)
 SYN_ITERATIONS = (100, 70, 30)
 MIN_TEMPLATE_OVERLAP = 0.6
+CT_AIR_HU = (-1100.0, -900.0)  # air in a CT's Hounsfield units
+CT_AIR_FRACTION = 0.02  # the abdominal CT examples: 31-32 % of the voxels; no MR has any there
 SMOOTHING_MM = 0.5
 FOREGROUND_FRACTION = 0.25
 
@@ -375,6 +377,16 @@ def contrast_name(means: dict[str, float]) -> str:
             ("csf", "wm", "gm"): "FLAIR-like"}.get(tuple(order), "other")
 
 
+def check_mr_intensities(array: np.ndarray, source) -> None:
+    """Refuse CT: grey/white matter are brain-MR classes, and on a CT the learned mask still finds a
+    "brain" (an abdominal CT: 2 L, 1.1 L of it called grey matter).  CT is recognised by its air in
+    Hounsfield units: a share of the voxels at -1000 HU, where no MR intensity lies."""
+    air = np.count_nonzero((array >= CT_AIR_HU[0]) & (array <= CT_AIR_HU[1])) / max(array.size, 1)
+    if air >= CT_AIR_FRACTION:
+        raise InputError(source, f"looks like CT ({air:.0%} of the voxels at air's -1000 HU); the tissue "
+                                 "segmentation (grey/white matter) is for brain MR only")
+
+
 def segment_tissues(
     volume: Volume,
     n4: bool = False,
@@ -410,6 +422,7 @@ def segment_tissues(
     if threads:  # ITK reads it when its thread pool is first made: set it before the first ANTs call
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
     array = volume.array[0].astype(np.float32)
+    check_mr_intensities(array, volume.source)
     spacing = tuple(float(s) for s in volume.spacing)
     mask, mask_used = None, "classical"
     if mask_method == "learned":

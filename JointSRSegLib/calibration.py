@@ -23,6 +23,11 @@ method (:func:`fit_logistic`, :func:`fit_log_linear`) and as a small ReLU networ
 likelihood (:func:`fit_mlp`) -- and the one that ranks a left-out calibration case's errors better is
 stored; ``benchmarks/uncertainty_calibration.py`` does it and writes the weights with their provenance.
 ``benchmarks/uncertainty.py`` scores the result on the report's cases.
+
+Tried and not used (2026-12-07): the SR spread over 5 input flips x 2 plane families instead of the two
+families alone.  Its raw rank correlation with |error| rose (adapt on the calibration cases 0.29-0.35 ->
+0.37-0.44; self 0.12 -> 0.33-0.41) but the fitted map's held-out Spearman did not (adapt 0.436 -> 0.440),
+for 4 more network applications per run (about +20 s on 256^3); the output gradients already carry it.
 """
 
 from __future__ import annotations
