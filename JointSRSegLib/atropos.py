@@ -56,7 +56,11 @@ Output: uint8 labels 0 background (and CSF), 1 grey matter, 2 white matter
 (:mod:`JointSRSegLib.tissue_classes`), and optionally the uncertainty: the calibrated probability that a
 voxel's label is wrong (:mod:`JointSRSegLib.calibration`: posterior, label disagreement, closeness to a
 boundary and to the mask edge, combined by a logistic model fitted on calibration cases).
-Deterministic: k-means initialisation, fixed ``ANTS_RANDOM_SEED``.
+Determinism: Atropos runs with a constant seed (``-r 0``) and the registration with ``--random-seed``;
+the k-means path gives the same labels bit for bit.  The registered-template path does not:
+antsRegistration's multi-threaded metric differs run to run (the same small brain twice: Dice 0.975 on
+2 threads, 0.996 on 1; ITK's Platform threader 0.986), and so do copies of a scan in other voxel
+orders (0.96-0.98) -- the report's orientation agreement (0.975-0.98) is that, not the geometry.
 """
 
 from __future__ import annotations
@@ -419,6 +423,9 @@ def segment_tissues(
     if volume.channels != 1:
         raise InputError(volume.source, f"atropos segments one image; the input has {volume.channels} channels")
     os.environ["ANTS_RANDOM_SEED"] = RANDOM_SEED
+    # ANTsPy passes --random-seed to antsRegistration only when its config holds one; without it the
+    # affine stage's random metric samples differ run to run (the same scan twice: Dice 0.976, not 1).
+    ants.config._random_seed = int(RANDOM_SEED)
     if threads:  # ITK reads it when its thread pool is first made: set it before the first ANTs call
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
     array = volume.array[0].astype(np.float32)
@@ -459,10 +466,10 @@ def segment_tissues(
     if weighted:
         initial = [to_ants(p) for p in prior_stack]
         result = ants.atropos(a=image, x=ants_mask, i=initial, m=mrf, c=f"[{int(iterations)},0]",
-                              priorweight=float(prior_weight))
+                              priorweight=float(prior_weight), r=0)
     else:
         result = ants.atropos(a=image, x=ants_mask, i="kmeans[3]", m=mrf, c=f"[{int(iterations)},0]",
-                              priorweight=0.0)
+                              priorweight=0.0, r=0)
     classes = result["segmentation"].numpy().astype(np.int64)
     posteriors = np.stack([p.numpy() for p in result["probabilityimages"]]).astype(np.float32)
     corrected = image.numpy()
