@@ -423,8 +423,8 @@ def segment_tissues(
     if volume.channels != 1:
         raise InputError(volume.source, f"atropos segments one image; the input has {volume.channels} channels")
     os.environ["ANTS_RANDOM_SEED"] = RANDOM_SEED
-    # ANTsPy passes --random-seed to antsRegistration only when its config holds one; without it the
-    # affine stage's random metric samples differ run to run (the same scan twice: Dice 0.976, not 1).
+    # ANTsPy passes --random-seed to antsRegistration only when its config holds one (the metric's sample
+    # points); the run-to-run variation that remains on several threads is the metric's threading (docstring).
     ants.config._random_seed = int(RANDOM_SEED)
     if threads:  # ITK reads it when its thread pool is first made: set it before the first ANTs call
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))

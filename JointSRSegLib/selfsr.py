@@ -402,9 +402,9 @@ def self_supervised_sr(
                                for a, b in enumerate(box)]
     fused[tuple(out_box)] = fused_inner
     out = fused * scale[:, None, None, None].astype(np.float32) + lo[:, None, None, None].astype(np.float32)
-    # No output below the scan's own minimum: a thick slice averages its thin ones, so the thin ones are no
-    # darker than the darkest acquired voxel's floor (0 in a magnitude MR, air in a CT); the network's
-    # undershoot at bright edges (a real 6.5 mm T1: down to -712 on a 0-3057 scan) is an artefact.
+    # No output below the scan's own minimum: that is its background (0 in a magnitude MR, air in a CT),
+    # and no tissue is darker than no signal; the network's undershoot next to bright edges (a real 6.5 mm
+    # T1: down to -712 on a 0-3057 scan) is an artefact.
     floor = volume.array.reshape(volume.channels, -1).min(axis=1).astype(np.float32)[:, None, None, None]
     clamped = int(np.count_nonzero(out < floor))
     out = np.maximum(out, floor).astype(np.float32)
