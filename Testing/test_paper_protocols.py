@@ -117,6 +117,12 @@ def test_bad_stage_optimisers_are_refused_naming_the_stage(stage, message):
         resolve(overrides=[f"stages=[{stage}]", "train.max_steps=1"])
 
 
+def test_a_stage_nesterov_is_checked_against_the_sections_momentum():
+    with pytest.raises(ConfigError, match=r"stages\[0\].optim.nesterov needs momentum > 0"):
+        resolve(overrides=["optim.momentum=0", "stages=[{name: a, steps: 1, optim: {name: sgd, nesterov: true}}]",
+                           "train.max_steps=1"])
+
+
 def test_tasc_he_init_has_gain_sqrt2_and_mixed_gain_1():
     """Sec. 3.3.2 He normal: std sqrt(2 / fan_in); the default keeps gain 1 off the SiLU cascade."""
     ratios = {}

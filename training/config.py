@@ -262,7 +262,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: stages[{i}] has unknown key(s) {sorted(unknown)}; use {sorted(STAGE_KEYS)}")
         if not isinstance(stage["steps"], int) or stage["steps"] < 1:
             raise ConfigError(f"{source}: stages[{i}].steps must be a positive integer")
-        _check_stage_optim(stage, i, source)
+        _check_stage_optim(stage, i, source, cfg["optim"])
     if stages and sum(s["steps"] for s in stages) != cfg["train"]["max_steps"]:
         total = sum(s["steps"] for s in stages)
         raise ConfigError(f"{source}: stages sum to {total} steps but train.max_steps is {cfg['train']['max_steps']}")
@@ -286,7 +286,7 @@ def _check_scale(data: Mapping, architecture: str, source: str) -> None:
                           f"swinsr_unetr with data.protocol=sr only, not {architecture} / {data['protocol']}")
 
 
-def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
+def _check_stage_optim(stage: Mapping, index: int, source: str, section: Mapping | None = None) -> None:
     """A stage's ``batch_size`` and ``optim`` ({name?, betas?, momentum?, nesterov?}) are checked like their
     sections' options."""
     where = f"{source}: stages[{index}]"
@@ -310,7 +310,8 @@ def _check_stage_optim(stage: Mapping, index: int, source: str) -> None:
         raise ConfigError(f"{where}.optim.betas must be two numbers in [0, 1), got {betas!r}")
     if "nesterov" in optim and not isinstance(optim["nesterov"], bool):
         raise ConfigError(f"{where}.optim.nesterov must be true or false, got {optim['nesterov']!r}")
-    _check_momentum({**{"momentum": 0.9, "nesterov": False}, **optim}, f"{where}.optim")
+    base = {key: (section or {}).get(key, default) for key, default in (("momentum", 0.9), ("nesterov", False))}
+    _check_momentum({**base, **optim}, f"{where}.optim")  # the stage's values over the optim section's
 
 
 def _check_momentum(optim: Mapping, where: str) -> None:
