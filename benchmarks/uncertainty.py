@@ -50,7 +50,7 @@ from scipy import ndimage, stats
 from JointSRSegLib.calibration import boundary_closeness
 from JointSRSegLib.degradation import simulate_thick_slices
 from JointSRSegLib.selfsr import robust_normalization
-from JointSRSegLib.vocabulary import SELF_TRAINED
+from JointSRSegLib.vocabulary import IMAGE_TASKS, SELF_TRAINED
 
 from .common import ROOT, environment, write_result
 from .realistic import _cpu_model, _machine_line, write_section
@@ -192,7 +192,7 @@ def _segmentation_only(model: str) -> bool:
         return False
     from JointSRSegLib.packaging import resolve_model
 
-    return not {"sr", "interp"} & set(resolve_model(model).tasks)
+    return not set(IMAGE_TASKS) & set(resolve_model(model).tasks)
 
 
 def _map_seconds(report: dict, sr_model: str, uncertainty: bool) -> float | None:
