@@ -130,6 +130,11 @@ def run_model_package(
         check_compatibility(
             package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None
         )
+        if uncertainty and method == UASR:  # model.json decides: before the network is built
+            why = "the UASR map is REHRSeg's self-SR teacher's (packages listing seg_uasr)"
+            check_method_applies(method, package.id, uncertainty_methods(package.metadata), why)
+            if "seg" not in tasks:
+                raise InputError(package.path, "the UASR map is a segmentation uncertainty; ask for the seg task")
         torch_device = select_device(device)
         net = package.build_model(torch_device)
         net.eval()
@@ -137,11 +142,6 @@ def run_model_package(
             others = tuple(m for m in uncertainty_methods(package.metadata) if m != method)
             why = "its network has no active dropout layer, so every sample would be the same"
             check_method_applies(method, package.id, others, why)
-        if uncertainty and method == UASR:
-            why = "the UASR map is REHRSeg's self-SR teacher's (packages listing seg_uasr)"
-            check_method_applies(method, package.id, uncertainty_methods(package.metadata), why)
-            if "seg" not in tasks:
-                raise InputError(package.path, "the UASR map is a segmentation uncertainty; ask for the seg task")
     token.raise_if_cancelled()
     normalized, params = normalize(volume.array.astype(np.float32), package.intensity_normalization)
     trained_orientation = package.metadata.get("inference", {}).get("orientation")
