@@ -283,13 +283,36 @@ def refine_learned_mask(array: np.ndarray, spacing, probability: np.ndarray, cut
 def learned_mask(volume: Volume) -> np.ndarray | None:
     """The brain mask Atropos uses by default: the network's probability made exact by
     :func:`refine_learned_mask`; None without weights, for a field of view too small to be a head, or when
-    no brain is found (then the classical rules)."""
+    no brain is found (then the classical rules).  A network mask without a brain's size (a neck, an abdomen)
+    is refused (:func:`_check_brain_size`)."""
     from .brain_extraction import brain_probability, threshold
 
     probability = brain_probability(volume)
     if probability is None:
         return None
+    _check_brain_size(volume, probability)
     return refine_learned_mask(volume.array[0], volume.spacing, probability, threshold())
+
+
+def check_brain_present(volume: Volume) -> None:
+    """:func:`_check_brain_size` on the input itself, so that a neck or an abdomen is refused before minutes
+    of SR work (the segmentation checks its own input again); nothing without the weights."""
+    from .brain_extraction import brain_probability
+
+    probability = brain_probability(volume)
+    if probability is not None:
+        _check_brain_size(volume, probability)
+
+
+def _check_brain_size(volume: Volume, probability: np.ndarray) -> None:
+    """The size check of :func:`JointSRSegLib.brain_extraction.check_brain_shape` on the network's own mask
+    (cut at the card's threshold), not on the refined one: the refinement grows a skull-stripped-looking mask
+    to the foreground near it (a neck's 120 x 107 mm became 138 x 125 mm)."""
+    from .brain_extraction import check_brain_shape, mask_from_probability, threshold
+
+    mask = mask_from_probability(probability, volume.spacing, threshold())
+    if mask is not None:
+        check_brain_shape(mask, volume.grid, volume.source)
 
 
 def _half_maximum_cut(smooth: np.ndarray, background: float, brain: np.ndarray) -> np.ndarray:

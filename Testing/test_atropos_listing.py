@@ -79,7 +79,7 @@ def test_slicer_segments_with_atropos_on_mrml(app):
     """model=atropos and model=bspline + segModel=atropos give the same GM/WM segmentation nodes."""
     from JointSRSegModule import nodes
     from JointSRSegModule.logic import JointSRSegLogic
-    from test_atropos import FACTOR, ITERATIONS, PHANTOM_PRIORS, dice, phantom
+    from test_atropos import FACTOR, ITERATIONS, PHANTOM_MASK, PHANTOM_PRIORS, dice, phantom
 
     from JointSRSegLib.api import predict
     from JointSRSegLib.degradation import simulate_thick_slices
@@ -94,7 +94,8 @@ def test_slicer_segments_with_atropos_on_mrml(app):
 
     def spy(*args, **kwargs):
         calls.append(dict(kwargs))
-        return predict(*args, atropos_iterations=ITERATIONS, atropos_priors=PHANTOM_PRIORS, **kwargs)
+        return predict(*args, atropos_iterations=ITERATIONS, atropos_priors=PHANTOM_PRIORS, atropos_mask=PHANTOM_MASK,
+                       **kwargs)
 
     logic.predictFunction = spy
     with pytest.raises(InputError, match="not seg"):  # B-spline alone does no segmentation

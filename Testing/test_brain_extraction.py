@@ -132,3 +132,27 @@ def test_a_field_of_view_too_small_for_a_head_gets_no_learned_mask():
 
     small = Volume(rng.random((1, 30, 30, 30)).astype(np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     assert learned_brain_mask(small) is None
+
+
+def test_principal_extents_are_the_mask_size_in_mm_in_any_pose():
+    """An ellipsoid of 160 x 130 x 110 mm measures so on an anisotropic grid, turned 30 degrees in the
+    field of view or not: the brain-size check reads millimetres along the mask's own axes."""
+    from JointSRSegLib.brain_extraction import check_brain_shape, principal_extents
+    from JointSRSegLib.errors import InputError
+    from JointSRSegLib.volume import Grid
+
+    spacing = (1.0, 1.5, 2.0)
+    grid = Grid.create((220, 150, 80), spacing, (0.0, 0.0, 0.0), np.eye(3))
+    points = grid.all_physical_points().reshape(*grid.size, 3) - np.array([110.0, 112.0, 80.0])
+    for angle in (0.0, 30.0):
+        t = np.deg2rad(angle)
+        rotation = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+        local = points @ rotation
+        mask = (local[..., 0] / 80.0) ** 2 + (local[..., 1] / 65.0) ** 2 + (local[..., 2] / 55.0) ** 2 <= 1.0
+        extents = principal_extents(mask, grid)
+        assert np.allclose(extents, (160.0, 130.0, 110.0), atol=4.0), (angle, extents)
+        check_brain_shape(mask, grid, "brain.nii.gz")  # an adult brain's size: accepted
+    neck = (points[..., 0] / 60.0) ** 2 + (points[..., 1] / 53.0) ** 2 <= 1.0  # a cylinder through the field
+    with pytest.raises(InputError, match=r"neck.nii.gz: no adult brain in the field of view: the brain-extraction "
+                                         r"mask measures 1[12]\d x 10\d mm"):
+        check_brain_shape(neck & (np.abs(points[..., 2]) < 40.0), grid, "neck.nii.gz")

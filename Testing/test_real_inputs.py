@@ -116,3 +116,20 @@ def test_adapted_sr_runs_on_non_brain_mr_on_the_exact_grid(name):
     # each group of 4 output slices stays close to its thick input slice (the sr protocol's slab)
     slabs = sr.array[0].reshape(*sr.shape[:2], -1, 4).mean(axis=-1)
     assert np.median(np.abs(slabs - lr)) <= 0.02 * span
+
+
+@pytest.mark.parametrize(("name", "size"), [("sct_t2s_spine_7p5mm.nii.gz", "120 x 107 mm"),
+                                             ("totalsegmentator_mr_abdomen.nii.gz", "275 x 202 mm")])
+def test_tissue_segmentation_of_non_brain_mr_is_refused_in_one_line_before_any_work(name, size, tmp_path, capsys):
+    """A neck and an abdomen MR got grey and white matter painted over them (the brain-extraction network
+    marks a "brain" in any MR, mean probability 0.95); its mask has no adult brain's size there, so one line,
+    exit 2, no output -- before the SR work -- and ``InputError`` from the API."""
+    path = DATA / name
+    out = tmp_path / "out"
+    code = cli_main(["run", "--input", str(path), "--tasks", "sr,seg", "--scale", "4", "--axis", "2",
+                     "--out-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists()
+    assert len(err) == 1 and str(path) in err[0] and "no adult brain" in err[0] and size in err[0], err
+    with pytest.raises(InputError, match=f"measures {size}"):
+        predict(read_volume(path), model="atropos", tasks=("seg",), scale=1)

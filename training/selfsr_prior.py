@@ -76,33 +76,36 @@ def _head_planes(norm: np.ndarray, rng: np.random.Generator, count: int) -> list
 
 
 def load_volumes(subjects, rng: np.random.Generator, synthetic: bool, real: bool,
-                 log=print) -> list[tuple[str, np.ndarray]]:
-    """Normalised ``(1, I, J, K)`` images: the real T1 of each subject and one synthetic contrast of its label map."""
+                 log=print, contrasts: int = 1) -> list[tuple[str, np.ndarray]]:
+    """Normalised ``(1, I, J, K)`` images: the real T1 of each subject and ``contrasts`` synthetic contrasts of
+    its label map."""
     out = []
     for s in subjects:
+        first = len(out)
         if real and (REAL / f"sub-{s:02d}_T1w.nii.gz").exists():
             vol = read_volume(REAL / f"sub-{s:02d}_T1w.nii.gz")
             out.append((f"real-sub{s:02d}", robust_normalization(vol.array.astype(np.float32))[0]))
-        if synthetic:
-            label = read_volume(LABELS / f"training_seg_{s:02d}.nii.gz").array[0].astype(np.int32)
+        label = read_volume(LABELS / f"training_seg_{s:02d}.nii.gz").array[0].astype(np.int32) if synthetic else None
+        for _ in range(contrasts if synthetic else 0):
             seed = np.random.RandomState(int(rng.integers(2**31)))
             stripped = bool(seed.rand() < 0.5)
             contrast = draw_contrast(np.unique(label), seed, skull_stripped=stripped)
             image = synthesize_image(label, seed, contrast, skull_stripped=stripped)
             tag = f"synth{s:02d}-{contrast.sequence}-{'stripped' if stripped else 'head'}"
             out.append((tag, robust_normalization(image[None])[0]))
-        log(f"loaded subject {s}: {', '.join(name for name, _ in out[-2:])}")
+        log(f"loaded subject {s}: {', '.join(name for name, _ in out[first:])}")
     return out
 
 
 class MixedSampler:
     """Batches drawn uniformly over the (volume, slice axis) samplers."""
 
-    def __init__(self, volumes, protocol: str, factor: int, patch_hr: int, rng: np.random.Generator):
+    def __init__(self, volumes, protocol: str, factor: int, patch_hr: int, rng: np.random.Generator,
+                 planes_per_axis: int = PLANES_PER_AXIS):
         self.rng = rng
         self.samplers = []
         for _, norm in volumes:
-            for planes in _head_planes(norm, rng, PLANES_PER_AXIS):
+            for planes in _head_planes(norm, rng, planes_per_axis):
                 self.samplers.append(InplanePatchSampler(planes, protocol, factor, patch_hr=patch_hr, rng=rng))
         width = min(s.m for s in self.samplers)
         height = min(s.height for s in self.samplers)
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--planes-per-axis", type=int, default=PLANES_PER_AXIS,
+                        help="training slices per voxel axis and volume (validation keeps the fixed set)")
+    parser.add_argument("--contrasts", type=int, default=1,
+                        help="synthetic contrasts drawn per training label map")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     _check_subjects(TRAIN_SUBJECTS + VALIDATION_SUBJECTS)
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "Resources" / "Priors" / prior_name(args.protocol, args.factor)
     started = time.perf_counter()
 
-    train = MixedSampler(load_volumes(TRAIN_SUBJECTS, rng, True, True), args.protocol, args.factor, args.patch_hr, rng)
+    train = MixedSampler(load_volumes(TRAIN_SUBJECTS, rng, True, True, contrasts=args.contrasts), args.protocol,
+                         args.factor, args.patch_hr, rng, planes_per_axis=args.planes_per_axis)
     val_rng = np.random.default_rng(10_000 + args.seed)
     val_sampler = MixedSampler(load_volumes(VALIDATION_SUBJECTS, val_rng, True, True), args.protocol, args.factor,
                                args.patch_hr, val_rng)
@@ -190,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         "training": {
             "data": {
                 "real": f"OpenNeuro ds002748 T1w subjects {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (CC0)",
-                "synthetic": f"SynthSeg label maps {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (Apache-2.0), one random "
-                             "contrast each (training.data.realistic.draw_contrast / synthesize_image)",
-                "slices": f"{PLANES_PER_AXIS} random slices per voxel axis and volume, head bounding box",
+                "synthetic": f"SynthSeg label maps {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (Apache-2.0), {args.contrasts} "
+                             "random contrast(s) each (training.data.realistic.draw_contrast / synthesize_image)",
+                "slices": f"{args.planes_per_axis} random slices per voxel axis and volume, head bounding box",
                 "validation": f"subjects {VALIDATION_SUBJECTS} of both sources, {VALIDATION_PATCHES} fixed patches",
                 "never_used": TEST_SUBJECTS,
             },
