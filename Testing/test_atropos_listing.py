@@ -113,7 +113,7 @@ def test_slicer_segments_with_atropos_on_mrml(app):
     assert calls[-1]["seg_model"] == "atropos" and calls[-1]["model"] == "bspline"
     assert '"segModel": "atropos"' in nodes.provenance_of(outputs["sr"])["parameters"]
     result = predict(lr, model="atropos", tasks=("sr", "seg"), scale=FACTOR, atropos_iterations=ITERATIONS,
-                     atropos_priors=PHANTOM_PRIORS)
+                     atropos_priors=PHANTOM_PRIORS, atropos_mask=PHANTOM_MASK)
     labels = result.outputs["seg"].array[0]
     assert dice(labels, truth, 1) >= 0.8 and dice(labels, truth, 2) >= 0.9
     assert arrays["atropos"][0] > 0 and arrays["atropos"][1] > 0
