@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 # realistic and uncertainty after quality: quality.py rewrites docs/benchmarks.md, they re-insert their blocks.
-BENCHMARKS = ("scale", "speed", "selfsr", "quality", "realistic", "uncertainty")
+BENCHMARKS = ("scale", "speed", "selfsr", "adapt_prior", "quality", "realistic", "uncertainty")
 
 
 def main() -> None:

@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         "training": {
             "data": {
                 "real": f"OpenNeuro ds002748 T1w subjects {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (CC0)",
-                "synthetic": f"SynthSeg label maps {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (Apache-2.0), {args.contrasts} "
-                             "random contrast(s) each (training.data.realistic.draw_contrast / synthesize_image)",
+                "synthetic": f"SynthSeg label maps {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} (Apache-2.0), "
+                             f"{args.contrasts} random contrast(s) each "
+                             "(training.data.realistic.draw_contrast / synthesize_image)",
                 "slices": f"{args.planes_per_axis} random slices per voxel axis and volume, head bounding box",
                 "validation": f"subjects {VALIDATION_SUBJECTS} of both sources, {VALIDATION_PATCHES} fixed patches",
                 "never_used": TEST_SUBJECTS,
