@@ -3,9 +3,9 @@
     OMP_NUM_THREADS=1 python -m benchmarks.uncertainty_calibration collect --threads 1   # slow: runs the methods
     python -m benchmarks.uncertainty_calibration fit        # seconds: writes Resources/Calibration/...json
 
-Cases (``CALIBRATION_CASES``): synthetic images of the FreeSurfer label maps of subjects 17 and 18 (the
-self-SR prior's validation subjects: used to pick its export step, never trained on; no other shipped
-network saw them) and the real T1 of ds002748 subject 23 (never used, SR only); each degraded by the sr
+Cases (``CALIBRATION_CASES``): T1- and T2-like synthetic images of the FreeSurfer label maps of subjects 17
+and 18 (the self-SR prior's validation subjects: used to pick its export step, never trained on; no other
+shipped network saw them) and the real T1 of ds002748 subject 23 (never used, SR only); each degraded by the sr
 protocol x4 along the anterior-posterior axis as in the report.  The report's cases (``benchmarks/uncertainty.py``:
 subjects 19-20, ds002748 21/22/24) are never used here.
 
@@ -46,7 +46,9 @@ from .common import ROOT, write_result
 from .realistic_cases import FACTOR, generate_cases
 
 DATA_DIR = ROOT / "benchmarks" / "results" / "uncertainty_calibration"
-CALIBRATION_CASES = ("s17-t1-stripped-brain-LIA", "s18-t2-stripped-brain-LIA", "real-sub23-brain")
+# Each contrast on both subjects, so that a case left out is a subject not fitted on in its contrast.
+CALIBRATION_CASES = ("s17-t1-stripped-brain-LIA", "s17-t2-stripped-brain-LIA", "s18-t1-stripped-brain-LIA",
+                     "s18-t2-stripped-brain-LIA", "real-sub23-brain")
 SAMPLES = 300_000  # voxels kept per case and run
 HEAD_SHARE = 0.8
 SEG_SR_SOURCES = ("bspline", "adapt")  # the SR that Atropos segments (B-spline: --model atropos; adapt: the default)
