@@ -249,7 +249,7 @@ def _run_with_atropos(
     if "seg" in tasks:
         check_mr_intensities(volume.array[0], volume.source)  # a CT is refused before any SR work
         if image_tasks and (options.get("atropos_mask") or DEFAULT_MASK) == "learned":
-            check_brain_present(volume)  # ... and a neck or an abdomen MR
+            check_brain_present(volume)  # ... and an abdomen MR
     outputs: dict[str, Volume] = {}
     report: dict = {"id": "none", "source": "input grid"}
     if image_tasks:

@@ -53,13 +53,14 @@ MIN_WORKING_VOXELS = 16
 # ... and the brain found must be at least this large (an adult brain is ~1200 mL; partial FOVs keep less)
 MIN_BRAIN_ML = 50.0
 # The network marks a "brain" in any MR it is shown (a neck: 565 mL, an abdomen: 1.5 L, mean probability 0.95
-# as on brains), but not with a brain's size: the two longest principal extents of its mask on 19 real and
-# template brains here (ds002748 21-24, ds000011 T2 1-7 and T1 2, clinical 5.5-6.5 mm, MNI152) were
-# 139-178 mm and 118-149 mm; on a cervical-cord T2* 120 / 106, an abdominal MR 275 / 202, an abdominal CT
-# 243 / 213.  These limits leave ~10 % below the smallest adult brain and ~20 % above the largest; the two
-# longest extents survive a slab-shaped partial field of view through the brain (the third does not).
-BRAIN_LENGTH_MM = (125.0, 215.0)
-BRAIN_WIDTH_MM = (95.0, 185.0)
+# as on brains).  The two longest principal extents of its mask on 19 real and template brains here (ds002748
+# 21-24, ds000011 T2 1-7 and T1 2, clinical 5.5-6.5 mm, MNI152) were 139-178 mm and 118-149 mm; on an
+# abdominal MR 275 / 202, an abdominal CT 243 / 213: a mask larger than these limits (~20 % above the largest
+# brain) is no brain.  A small mask is not refused: a partial field of view through a brain (a 64 mm block,
+# skull-stripped slabs of 121 x 109 and 145 x 78 mm) measures what a cervical-cord T2* does (120 x 106), and
+# refusing a real brain is worse than labelling a neck.
+BRAIN_MAX_LENGTH_MM = 215.0
+BRAIN_MAX_WIDTH_MM = 185.0
 SHAPE_POINTS = 200_000  # mask voxels sampled for the principal axes
 
 
@@ -213,12 +214,12 @@ def principal_extents(mask: np.ndarray, grid: Grid) -> tuple[float, float, float
 
 
 def check_brain_shape(mask: np.ndarray, grid: Grid, source) -> None:
-    """Refuse a learned mask without a brain's size (``BRAIN_LENGTH_MM``, ``BRAIN_WIDTH_MM``): grey and white
-    matter painted over a neck or an abdomen is worse than no answer."""
+    """Refuse a learned mask larger than any adult brain (``BRAIN_MAX_LENGTH_MM`` x ``BRAIN_MAX_WIDTH_MM``):
+    grey and white matter painted over an abdomen is worse than no answer."""
     length, width, _ = principal_extents(mask, grid)
-    if BRAIN_LENGTH_MM[0] <= length <= BRAIN_LENGTH_MM[1] and BRAIN_WIDTH_MM[0] <= width <= BRAIN_WIDTH_MM[1]:
+    if length <= BRAIN_MAX_LENGTH_MM and width <= BRAIN_MAX_WIDTH_MM:
         return
-    raise InputError(source, f"no adult brain in the field of view: the brain-extraction mask measures "
-                             f"{length:.0f} x {width:.0f} mm, an adult brain {BRAIN_LENGTH_MM[0]:.0f}-"
-                             f"{BRAIN_LENGTH_MM[1]:.0f} x {BRAIN_WIDTH_MM[0]:.0f}-{BRAIN_WIDTH_MM[1]:.0f} mm; "
+    raise InputError(source, f"no brain in the field of view: the brain-extraction mask measures "
+                             f"{length:.0f} x {width:.0f} mm, larger than an adult brain (at most "
+                             f"{BRAIN_MAX_LENGTH_MM:.0f} x {BRAIN_MAX_WIDTH_MM:.0f} mm); "
                              "the tissue segmentation (grey/white matter) is for brain MR only")

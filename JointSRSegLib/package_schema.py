@@ -17,6 +17,7 @@ from typing import Any
 from .errors import InputError
 from .normalization import validate_spec
 from .terminology import snomed_problem
+from .tissue_classes import TISSUE_NAMES
 from .vocabulary import (
     AUTO,
     RESERVED_MODEL_IDS,
@@ -276,6 +277,15 @@ def has_dropout(config: Mapping[str, Any]) -> bool:
     )
 
 
+def segments_brain_tissue(meta: Mapping[str, Any]) -> bool:
+    """Whether a package segments grey/white matter of brain MR (its labels are exactly the tissue classes and
+    every input is MR): such a package gets the brain-MR checks Atropos has (no CT, an adult brain in view)."""
+    names = {str(label.get("name")) for label in meta.get("labels") or []}
+    inputs = meta.get("inputs") or []
+    return names == set(TISSUE_NAMES.values()) and bool(inputs) and all(
+        str(entry.get("modality", "")).upper() == "MR" for entry in inputs)
+
+
 def uncertainty_methods(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """The uncertainty methods that apply to a package: ``auto`` when it declares maps of its own,
     ``tta`` always (flips of any network), ``mc_dropout`` when its network has dropout, ``uasr`` when it
@@ -292,6 +302,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ScaleSpec",
     "has_dropout",
+    "segments_brain_tissue",
     "uncertainty_methods",
     "validate_metadata",
 ]

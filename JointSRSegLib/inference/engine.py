@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..atropos import check_brain_mr
 from ..baselines import resample_to_grid
 from ..calibration import calibrated_summary
 from ..errors import InputError
@@ -26,7 +27,7 @@ from ..foreground import bounding_box, head_mask, mask_on_grid
 from ..geometry import orientation_code, output_grid, subdivide_grid, through_plane_axis
 from ..normalization import denormalize, normalize
 from ..orientation import Reorientation
-from ..package_schema import uncertainty_methods
+from ..package_schema import segments_brain_tissue, uncertainty_methods
 from ..packaging import ModelPackage, check_compatibility, resolve_model
 from ..report import StageTimer
 from ..uncertainty import (
@@ -130,6 +131,8 @@ def run_model_package(
         check_compatibility(
             package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None
         )
+        if "seg" in tasks and segments_brain_tissue(package.metadata):
+            check_brain_mr(volume)  # a CT, a neck or an abdomen is refused before the network is built
         if uncertainty and method == UASR:  # model.json decides: before the network is built
             why = "the UASR map is REHRSeg's self-SR teacher's (packages listing seg_uasr)"
             check_method_applies(method, package.id, uncertainty_methods(package.metadata), why)
