@@ -238,7 +238,7 @@ def _run_with_atropos(
         DEFAULT_MASK,
         DEFAULT_PRIOR_WEIGHT,
         DEFAULT_PRIORS,
-        check_brain_present,
+        check_brain_mr,
         check_mr_intensities,
         import_ants,
         segment_tissues,
@@ -247,9 +247,10 @@ def _run_with_atropos(
     import_ants()  # a missing antspyx is reported before any SR work
     image_tasks = tuple(t for t in tasks if t != "seg") or (("sr",) if factor > 1 else ())
     if "seg" in tasks:
-        check_mr_intensities(volume.array[0], volume.source)  # a CT is refused before any SR work
         if image_tasks and (options.get("atropos_mask") or DEFAULT_MASK) == "learned":
-            check_brain_present(volume)  # ... and an abdomen MR
+            check_brain_mr(volume)  # a CT or an abdomen MR is refused before any SR work
+        else:
+            check_mr_intensities(volume.array[0], volume.source)
     outputs: dict[str, Volume] = {}
     report: dict = {"id": "none", "source": "input grid"}
     if image_tasks:

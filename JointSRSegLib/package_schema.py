@@ -279,7 +279,7 @@ def has_dropout(config: Mapping[str, Any]) -> bool:
 
 def segments_brain_tissue(meta: Mapping[str, Any]) -> bool:
     """Whether a package segments grey/white matter of brain MR (its labels are exactly the tissue classes and
-    every input is MR): such a package gets the brain-MR checks Atropos has (no CT, an adult brain in view)."""
+    every input is MR): such a package gets the brain-MR checks Atropos has (no CT, no brain larger than an adult's)."""
     names = {str(label.get("name")) for label in meta.get("labels") or []}
     inputs = meta.get("inputs") or []
     return names == set(TISSUE_NAMES.values()) and bool(inputs) and all(

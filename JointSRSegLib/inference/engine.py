@@ -132,7 +132,7 @@ def run_model_package(
             package, volume.channels, tasks, factor, protocol if package.protocol != "inplane" else None
         )
         if "seg" in tasks and segments_brain_tissue(package.metadata):
-            check_brain_mr(volume)  # a CT, a neck or an abdomen is refused before the network is built
+            check_brain_mr(volume)  # a CT or an abdomen is refused before the network is built
         if uncertainty and method == UASR:  # model.json decides: before the network is built
             why = "the UASR map is REHRSeg's self-SR teacher's (packages listing seg_uasr)"
             check_method_applies(method, package.id, uncertainty_methods(package.metadata), why)
